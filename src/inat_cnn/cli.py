@@ -1,0 +1,43 @@
+"""The `inat-cnn` command: tools around the pipeline (the pipeline itself is `dvc repro`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inat-cnn", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"inat-cnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    model_size = sub.add_parser("model-size", help="print the scratch CNN's per-layer table, params and FLOPs")
+    model_size.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    model_size.add_argument("--num-classes", type=int, default=10)
+    model_size.set_defaults(func=_model_size)
+    return parser
+
+
+def _model_size(args: argparse.Namespace) -> None:
+    from .config import ScratchModelConfig, from_dict
+    from .models.size import format_layer_table, size_report
+    from .stage_runner import load_params
+
+    cfg = from_dict(ScratchModelConfig, load_params(args.params).get("model"), "model")
+    report = size_report(cfg, args.num_classes)
+    print(format_layer_table(report["layers"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        sys.exit(0)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,84 @@
+"""Image validation and listing shared by every data source.
+
+An image is kept only if it is JPEG or PNG content (judged by its magic bytes, whatever the
+extension) and decodes with the very call the training loader makes (``torchvision.io.decode_image``
+to RGB, EXIF orientation applied). torchvision 0.29 raises on a truncated JPEG ("Image is
+incomplete or truncated"), so a cut-off file is caught here, not mid-training.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+"""Suffixes of the accepted formats (for globbing; acceptance itself is by content)."""
+
+IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"WEBP", 8, "WEBP"),
+    (b"BM", 0, "BMP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+    (b"ftypheic", 4, "HEIC"),
+    (b"ftypavif", 4, "AVIF"),
+)
+ACCEPTED_FORMATS = ("JPEG", "PNG")
+# torchvision prefixes its messages with "function, /path/to/source.cpp:123, "
+_TV_PREFIX = re.compile(r"^[\w()]+, \S+:\d+, ")
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format named by the magic bytes at the start of a file, or None."""
+    for magic, offset, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    return None
+
+
+def _is_hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name in IGNORED_NAMES
+
+
+def check_image(path: str | Path) -> str | None:
+    """None if ``path`` decodes to an RGB image the training loader can read, else a short reason."""
+    from torchvision.io import ImageReadMode, decode_image, read_file  # lazy: listing needs no torch
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if size == 0:
+        return "empty file"
+    try:
+        data = read_file(str(path))
+    except RuntimeError as exc:
+        return f"unreadable: {_TV_PREFIX.sub('', str(exc))}"
+    fmt = sniff_format(bytes(data[:16].tolist()))
+    if fmt is None:
+        return "not an image (unrecognised content)"
+    if fmt not in ACCEPTED_FORMATS:
+        return f"unsupported format {fmt} (only JPEG and PNG are accepted)"
+    try:
+        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except RuntimeError as exc:
+        return f"truncated or corrupt {fmt}: {_TV_PREFIX.sub('', str(exc)).strip()}"
+    if image.ndim != 3 or image.shape[0] != 3 or min(image.shape[1:]) < 1:
+        return f"decodes to an unexpected shape {tuple(image.shape)}"
+    return None
+
+
+def list_class_dirs(root: str | Path) -> list[str]:
+    """Sorted names of the class subdirectories of ``root`` (hidden and OS-metadata folders ignored)."""
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not _is_hidden(p))
+
+
+def list_images(class_dir: str | Path) -> list[Path]:
+    """Sorted regular files directly in ``class_dir`` (hidden files ignored); content is not checked."""
+    return sorted(p for p in Path(class_dir).iterdir() if p.is_file() and not _is_hidden(p))

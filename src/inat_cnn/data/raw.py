@@ -1,0 +1,157 @@
+"""The ``download`` stage's library: any data source -> ``out_dir/{train,test}/<class>/*`` + a report.
+
+Sources: ``synthetic`` (generated), ``nature_12k`` (downloaded from ``data.url`` and unzipped), or
+a local directory or ``.zip`` in the iNaturalist layout: somewhere inside, a folder holding
+``train/`` and ``val/`` (or ``test/``), one subfolder per class. The archive's ``val/`` is the
+TEST set. Every file is checked with :func:`check_image`; bad ones are reported, never copied.
+The dataset is built in a temp folder and renamed onto ``out_dir``, so an interrupted run never
+leaves a half dataset behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.parse
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..config import DataConfig
+from ..errors import UserError
+from ..files import atomic_path
+from .download import fetch, safe_extract_zip, sha256_file
+from .images import check_image, list_class_dirs, list_images
+from .synthetic import generate_synthetic
+
+SOURCES = ("synthetic", "nature_12k")
+SPLITS = ("train", "test")
+MAX_ROOT_DEPTH = 4
+CHECK_THREADS = 4
+
+
+def find_dataset_root(base: Path) -> tuple[Path, Path, Path]:
+    """(root, train folder, test folder): the shallowest folder under ``base`` holding ``train/`` and
+    ``val/`` or ``test/`` (``test/`` wins when both exist)."""
+    queue: deque[tuple[Path, int]] = deque([(base, 0)])
+    found: list[Path] = []
+    found_depth = None
+    while queue:
+        folder, depth = queue.popleft()
+        if found_depth is not None and depth > found_depth:
+            break
+        names = set(list_class_dirs(folder))
+        if "train" in names and names & {"val", "test"}:
+            found.append(folder)
+            found_depth = depth
+        elif depth < MAX_ROOT_DEPTH:
+            queue.extend((folder / name, depth + 1) for name in sorted(names))
+    if not found:
+        top = ", ".join(list_class_dirs(base)[:10]) or "no folders"
+        raise UserError(
+            f"{base}: no dataset found: expected a folder holding train/ and val/ (or test/), each with one "
+            f"subfolder per class (as in the iNaturalist-12K archive); found: {top}"
+        )
+    if len(found) > 1:
+        raise UserError(f"{base}: several dataset folders found ({', '.join(map(str, found))}); point data.source at one of them")
+    root = found[0]
+    return root, root / "train", root / ("test" if (root / "test").is_dir() else "val")
+
+
+def _import_split(
+    src: Path, dst: Path, source_base: Path, policy: str, move: bool, pool: ThreadPoolExecutor
+) -> tuple[dict[str, int], list[dict[str, str]]]:
+    """Check every file of ``src/<class>/*`` and copy (or move) the good ones to ``dst/<class>/``."""
+    counts: dict[str, int] = {}
+    bad: list[dict[str, str]] = []
+    transfer = os.replace if move else shutil.copyfile
+    for name in list_class_dirs(src):
+        files = list_images(src / name)
+        (dst / name).mkdir(parents=True)
+        counts[name] = 0
+        for path, reason in zip(files, pool.map(check_image, files)):
+            if reason is None:
+                transfer(path, dst / name / path.name)
+                counts[name] += 1
+                continue
+            rel = path.relative_to(source_base).as_posix()
+            if policy == "fail":
+                raise UserError(
+                    f"{rel} (in {source_base}): {reason}; remove the file, or set data.bad_images: skip to leave it out"
+                )
+            bad.append({"path": rel, "reason": reason})
+    return counts, bad
+
+
+def _import_tree(base: Path, out: Path, policy: str, move: bool) -> dict[str, Any]:
+    """Normalise the dataset found under ``base`` into ``out/{train,test}``; return counts and bad files."""
+    _, train_dir, test_dir = find_dataset_root(base)
+    counts: dict[str, dict[str, int]] = {}
+    bad: list[dict[str, str]] = []
+    with ThreadPoolExecutor(CHECK_THREADS) as pool:
+        for split, src in zip(SPLITS, (train_dir, test_dir)):
+            counts[split], split_bad = _import_split(src, out / split, base, policy, move, pool)
+            bad.extend(split_bad)
+    if not counts["train"]:
+        raise UserError(f"{train_dir}: no class folders in it; expected train/<class>/<image files>")
+    return {"counts": counts, "bad_files": bad, "test_folder": test_dir.name}
+
+
+def _count_tree(out: Path) -> dict[str, dict[str, int]]:
+    return {split: {name: len(list_images(out / split / name)) for name in list_class_dirs(out / split)} for split in SPLITS}
+
+
+def _archive_name(url: str) -> str:
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    return name if name.lower().endswith(".zip") else (name or "download") + ".zip"
+
+
+def _local_source(source: str) -> Path:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"data.source = {source!r}: no such file or folder ({path.resolve()}); expected one of "
+            f"{', '.join(SOURCES)}, or the path of a local folder or .zip in the iNaturalist layout"
+        )
+    if path.is_file() and path.suffix.lower() != ".zip":
+        raise UserError(f"data.source = {source!r}: a file source must be a .zip archive (or give the unzipped folder)")
+    return path
+
+
+def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_dir: str | Path) -> dict[str, Any]:
+    """Build ``out_dir/{train,test}/<class>/*`` from ``cfg.source`` atomically; return the report."""
+    out_dir, download_dir = Path(out_dir), Path(download_dir)
+    report: dict[str, Any] = {"source": cfg.source, "url": None, "sha256": None}
+    archive: Path | None = None
+    if cfg.source == "nature_12k":
+        archive = download_dir / _archive_name(cfg.url)
+        report["url"] = cfg.url
+        report["sha256"] = fetch(cfg.url, archive, sha256=cfg.sha256, retries=cfg.retries, timeout_s=cfg.timeout_s)
+    elif cfg.source != "synthetic":
+        local = _local_source(cfg.source)
+        if local.is_file():
+            archive = local
+            report["sha256"] = sha256_file(local)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        if cfg.source == "synthetic":
+            generate_synthetic(cfg.synthetic, seed, tmp)
+            found: dict[str, Any] = {"counts": _count_tree(tmp), "bad_files": [], "test_folder": "test"}
+        elif archive is not None:
+            with tempfile.TemporaryDirectory(prefix=".extract-", dir=out_dir.parent) as extracted:
+                safe_extract_zip(archive, extracted)
+                found = _import_tree(Path(extracted), tmp, cfg.bad_images, move=True)
+        else:
+            found = _import_tree(local, tmp, cfg.bad_images, move=False)
+    counts = found["counts"]
+    report.update(
+        classes=sorted(counts["train"]),
+        counts=counts,
+        total={split: sum(counts[split].values()) for split in SPLITS},
+        bad_files=found["bad_files"],
+        bad_files_policy=cfg.bad_images,
+        test_folder=found["test_folder"],
+    )
+    return report

@@ -1,0 +1,133 @@
+"""The ``stratified_split`` stage's library: hold out a stratified share of ``data/raw/train``.
+
+scikit-learn's ``StratifiedShuffleSplit`` (seeded) holds out ``val_fraction`` of the images with
+each class's share kept: on balanced classes every class's val count is within 1 of
+``val_fraction * n_class`` (its rounding can miss by up to ~1.3 on very unbalanced class sets).
+Only directory listings are read; no image is decoded.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from sklearn.model_selection import StratifiedShuffleSplit
+
+from ..errors import UserError
+from ..files import write_text
+from .images import list_class_dirs, list_images
+
+CSV_HEADER = ("path", "label", "class_name")
+
+
+class Row(NamedTuple):
+    """One image: its path relative to the train folder (``Aves/0001.jpg``), class index and name."""
+
+    path: str
+    label: int
+    class_name: str
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """The split of one train folder: class names (index = label) and the train and val rows."""
+
+    classes: tuple[str, ...]
+    train: tuple[Row, ...]
+    val: tuple[Row, ...]
+    val_fraction: float
+    seed: int
+
+    def report(self) -> dict[str, Any]:
+        """The metrics/split.json content."""
+        counts = {name: {"train": 0, "val": 0} for name in self.classes}
+        for part, rows in (("train", self.train), ("val", self.val)):
+            for row in rows:
+                counts[row.class_name][part] += 1
+        return {
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "classes": list(self.classes),
+            "counts": counts,
+            "total": {"train": len(self.train), "val": len(self.val)},
+        }
+
+
+def _missing_raw(path: Path) -> UserError:
+    return UserError(f"{path}: no such folder; run the download stage first (dvc repro download)")
+
+
+def _check_test_classes(classes: list[str], test_dir: Path) -> None:
+    if not test_dir.is_dir():
+        raise _missing_raw(test_dir)
+    test_classes = list_class_dirs(test_dir)
+    if test_classes != classes:
+        only_train = sorted(set(classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(classes))
+        raise UserError(
+            f"the class folders of {test_dir} differ from the training ones: only in train: {only_train or 'none'}; "
+            f"only in test: {only_test or 'none'}; every class needs a folder in both (fix the data source)"
+        )
+
+
+def stratified_split(train_dir: str | Path, val_fraction: float, seed: int, test_dir: str | Path | None = None) -> SplitResult:
+    """Split ``train_dir/<class>/*`` into train and val rows, stratified by class and seeded."""
+    train_dir = Path(train_dir)
+    if not 0.0 < val_fraction < 1.0:
+        raise UserError(f"data.val_fraction = {val_fraction!r} is not allowed; expected a number in (0, 1)")
+    if not train_dir.is_dir():
+        raise _missing_raw(train_dir)
+    classes = list_class_dirs(train_dir)
+    if len(classes) < 2:
+        raise UserError(f"{train_dir}: {len(classes)} class folder(s) found; a classifier needs at least 2")
+    if test_dir is not None:
+        _check_test_classes(classes, Path(test_dir))
+    rows: list[Row] = []
+    for label, name in enumerate(classes):
+        found = [Row(f"{name}/{p.name}", label, name) for p in list_images(train_dir / name)]
+        if len(found) < 2:
+            raise UserError(
+                f"{train_dir / name}: {len(found)} image(s); every class needs at least 2 to split into train and val "
+                "(add images or remove the folder from the data source)"
+            )
+        rows.extend(found)
+    labels = np.array([row.label for row in rows])
+    n_val = math.ceil(val_fraction * len(rows))
+    if not len(classes) <= n_val <= len(rows) - len(classes):
+        raise UserError(
+            f"data.val_fraction = {val_fraction}: {n_val} of {len(rows)} images would be held out, but every one of "
+            f"the {len(classes)} classes needs at least 1 image in train and in val; change data.val_fraction or add images"
+        )
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+    train_idx, val_idx = next(splitter.split(np.zeros(len(rows)), labels))
+    train = [rows[i] for i in train_idx]
+    val = [rows[i] for i in val_idx]
+    empty = sorted(set(classes) - {row.class_name for row in train})
+    if empty:
+        raise UserError(
+            f"data.val_fraction = {val_fraction} leaves no training image for class(es) {empty}; "
+            "lower data.val_fraction or add images to those classes"
+        )
+    return SplitResult(tuple(classes), tuple(sorted(train)), tuple(sorted(val)), val_fraction, seed)
+
+
+def _csv_text(rows: tuple[Row, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_split(result: SplitResult, out_dir: str | Path) -> dict[str, Any]:
+    """Write ``out_dir/train.csv`` and ``out_dir/val.csv`` atomically; return the split report."""
+    out_dir = Path(out_dir)
+    write_text(out_dir / "train.csv", _csv_text(result.train))
+    write_text(out_dir / "val.csv", _csv_text(result.val))
+    return result.report()
+

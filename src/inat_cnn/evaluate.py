@@ -1,0 +1,141 @@
+"""Test-set predictions and classification metrics (scikit-learn), for any checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from .config import EvaluateConfig
+from .data.loaders import make_loader
+from .errors import ConfigError
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device, num_workers: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (N, C) and true labels (N,) in dataset order."""
+    model.eval().to(device)
+    loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers, seed=0)
+    probs, labels = [], []
+    for x, y in tqdm(loader, desc="predict", leave=False, mininterval=2.0):
+        probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
+        labels.append(y)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support, keyed by class name."""
+    idx = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=idx, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "macro_f1": float(f1_score(labels, preds, labels=idx, average="macro", zero_division=0)),
+        "num_images": int(len(labels)),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+    }
+
+
+def confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    return confusion_matrix(labels, preds, labels=list(range(num_classes)))
+
+
+def _last_conv_layer(model: nn.Module) -> nn.Module:
+    """The layer whose channels guided backprop explains: the scratch CNN's last block, else the last Conv2d."""
+    if hasattr(model, "last_conv_block"):
+        return model.last_conv_block()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1]
+
+
+def _first_activation(model: nn.Module) -> nn.Module:
+    from .models.activations import is_activation
+
+    return next(m for m in model.modules() if is_activation(m))
+
+
+def evaluate_checkpoint(
+    checkpoint_path: Path,
+    test_dir: Path,
+    cfg: EvaluateConfig,
+    *,
+    plots_dir: Path,
+    live_dir: Path,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on the TEST folder; write the confusion plot data and every figure.
+
+    Figures in ``plots_dir``: confusion_matrix.png, predictions_grid.png (one row per class,
+    ``cfg.grid_cols`` images each), filters.png (first conv), feature_maps.png (first activation,
+    test image ``cfg.sample_index``), guided_backprop.png (``cfg.guided_backprop_neurons`` channels
+    of the last conv block). Returns the metrics dict.
+    """
+    from dvclive import Live
+
+    from .checkpoint import load_model
+    from .data.loaders import ImageListDataset, eval_transform, test_items
+    from .train import select_device
+    from .viz.filters import feature_map_grid, filter_grid
+    from .viz.guided_backprop import guided_backprop, guided_backprop_grid, top_channels
+    from .viz.predictions import Prediction, confusion_matrix_png, prediction_grid, select_grid_samples
+    from .viz.probe import first_conv, layer_activations
+
+    model, spec, ckpt = load_model(checkpoint_path)
+    names = spec.class_names
+    dataset = ImageListDataset(test_dir, test_items(test_dir, names), eval_transform(spec.preprocessing))
+    if cfg.sample_index >= len(dataset):
+        raise ConfigError(
+            f"params: evaluate.sample_index = {cfg.sample_index} is not allowed; the test set has {len(dataset)} images"
+        )
+    probs, labels = predict_probs(model, dataset, batch_size=cfg.batch_size, device=select_device(device))
+    model.cpu()
+    preds = probs.argmax(1)
+    metrics = classification_metrics(labels, preds, names)
+    metrics["checkpoint_epoch"] = ckpt.get("epoch")
+    cm = confusion(labels, preds, len(names))
+
+    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        live.log_sklearn_plot(
+            "confusion_matrix", [names[i] for i in labels], [names[i] for i in preds], name="confusion_matrix.json"
+        )
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    confusion_matrix_png(cm, names, plots_dir / "confusion_matrix.png", title="test confusion matrix")
+    rows = [
+        [Prediction(dataset.raw_image(i), int(labels[i]), int(preds[i]), float(probs[i, preds[i]])) for i in indices]
+        for indices in select_grid_samples(labels, len(names), cfg.grid_cols)
+    ]
+    prediction_grid(rows, names, plots_dir / "predictions_grid.png", cols=cfg.grid_cols, title="test predictions")
+
+    pre = spec.preprocessing
+    image, _ = dataset[cfg.sample_index]
+    shown = (image * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]).clamp(0, 1)
+    sample_name = dataset.items[cfg.sample_index][0]
+    conv = first_conv(model)
+    filter_grid(conv.weight.detach().cpu(), plots_dir / "filters.png", title=f"first conv layer: {conv.out_channels} filters")
+    feature_map_grid(
+        layer_activations(model, image, _first_activation(model)), plots_dir / "feature_maps.png",
+        image=shown, title=f"first-layer activations\n{sample_name}",
+    )
+    target = _last_conv_layer(model)
+    channels = top_channels(model, image, target, cfg.guided_backprop_neurons)
+    guided_backprop_grid(
+        guided_backprop(model, image, target, channels), channels, plots_dir / "guided_backprop.png",
+        title=f"guided backprop\nlast conv block\n{sample_name}",
+    )
+    return metrics

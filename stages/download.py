@@ -1,0 +1,17 @@
+"""download stage: data params -> data/raw/{train,test}/<class>/*, metrics/download.json."""
+from pathlib import Path
+
+from inat_cnn.config import DataConfig, from_dict
+from inat_cnn.data.raw import build_raw_dataset
+from inat_cnn.files import write_json
+from inat_cnn.stage_runner import run_stage, seed_param
+
+
+def main(params: dict) -> None:
+    cfg = from_dict(DataConfig, params.get("data"), "data")
+    report = build_raw_dataset(cfg, seed_param(params), Path("data/raw"), Path("data/downloads"))
+    write_json("metrics/download.json", report)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,22 @@
+"""evaluate_scratch stage: models/scratch.pt on the TEST folder -> metrics, confusion plot, figures."""
+
+from pathlib import Path
+
+from inat_cnn.config import EvaluateConfig, from_dict
+from inat_cnn.evaluate import evaluate_checkpoint
+from inat_cnn.files import write_json
+from inat_cnn.stage_runner import run_stage
+
+
+def main(params: dict) -> None:
+    cfg = from_dict(EvaluateConfig, params.get("evaluate"), "evaluate")
+    metrics = evaluate_checkpoint(
+        Path("models/scratch.pt"), Path("data/raw/test"), cfg,
+        plots_dir=Path("plots/scratch"), live_dir=Path("dvclive/evaluate_scratch"),
+    )
+    print(f"test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} on {metrics['num_images']} images")
+    write_json("metrics/evaluate_scratch.json", metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)
