@@ -243,7 +243,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = True
     early_stop_patience: int = 5
-    num_workers: int = 2
+    num_workers: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # CUDA only; CPU always runs fp32
     channels_last: bool = True  # CUDA only

@@ -1,0 +1,50 @@
+"""finetune stage: finetune + evaluate params, data/split -> models/finetune.pt, curves, test metrics, figures."""
+
+from pathlib import Path
+
+from inat_cnn.checkpoint import ModelSpec
+from inat_cnn.config import EvaluateConfig, FinetuneConfig, from_dict
+from inat_cnn.data.loaders import read_split_csv
+from inat_cnn.evaluate import evaluate_checkpoint
+from inat_cnn.files import write_json
+from inat_cnn.models.pretrained import apply_strategy, build_pretrained, count_params, param_groups
+from inat_cnn.stage_runner import run_stage, seed_param
+from inat_cnn.train import seed_everything, train_on_split
+
+SPLIT = Path("data/split")
+CHECKPOINT = Path("models/finetune.pt")
+
+
+def main(params: dict) -> None:
+    cfg = from_dict(FinetuneConfig, params.get("finetune"), "finetune")
+    eval_cfg = from_dict(EvaluateConfig, params.get("evaluate"), "evaluate")
+    seed = seed_param(params)
+    class_names = read_split_csv(SPLIT / "train.csv").class_names()
+
+    seed_everything(seed)
+    pm = build_pretrained(cfg.arch, cfg.weights, len(class_names))
+    apply_strategy(pm, cfg.strategy, cfg.trainable_blocks)
+    counts = count_params(pm.model)
+    print(f"{cfg.arch} ({pm.weights}), {cfg.strategy}: {counts['trainable']:,} of {counts['total']:,} parameters train; "
+          f"blocks: {', '.join(name for name, _ in pm.blocks)}", flush=True)
+
+    spec = ModelSpec(cfg.arch, {"arch": cfg.arch}, class_names, pm.to_preprocessing())
+    result = train_on_split(
+        pm.model, spec, cfg, seed=seed, split_dir=SPLIT, images_dir=Path("data/raw/train"),
+        checkpoint_path=CHECKPOINT, live_dir=Path("dvclive/finetune"),
+        param_groups=param_groups(pm, cfg.strategy, cfg.lr, cfg.backbone_lr_factor),
+    )
+    test = evaluate_checkpoint(
+        CHECKPOINT, Path("data/raw/test"), eval_cfg,
+        plots_dir=Path("plots/finetune"), live_dir=Path("dvclive/finetune_evaluate"),
+    )
+    print(f"test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} on {test['num_images']} images")
+    write_json("metrics/finetune.json", {
+        "arch": cfg.arch, "weights": pm.weights, "strategy": cfg.strategy,
+        "params": counts["total"], "trainable_params": counts["trainable"],
+        "train": result.summary(), "test": test,
+    })
+
+
+if __name__ == "__main__":
+    run_stage(main)
