@@ -86,4 +86,7 @@ TINY_PARAMS = {
     "train.epochs": 2,
     "train.batch_size": 8,
     "train.num_workers": 0,
+    "finetune.epochs": 1,
+    "finetune.batch_size": 8,
+    "evaluate.guided_backprop_neurons": 3,
 }

@@ -49,3 +49,41 @@ def test_data_stages_repro_then_nothing_changes_then_only_split_reruns(repo: Pat
     assert all(c["val"] == 3 for c in counts.values())
     dag = run(["dvc", "dag"], repo).stdout
     assert "download" in dag and "stratified_split" in dag
+
+
+def test_full_repro_is_reproducible_and_its_plots_render(repo: Path):
+    out = run(["dvc", "repro"], repo).stdout
+    for stage in ("train_scratch", "evaluate_scratch", "finetune"):
+        assert f"Running stage '{stage}'" in out, out
+    for name in ("model_scratch", "train_scratch", "evaluate_scratch", "finetune"):
+        assert json.loads((repo / f"metrics/{name}.json").read_text())
+    for model in ("scratch", "finetune"):
+        pngs = {p.name for p in (repo / "plots" / model).glob("*.png")}
+        assert pngs == {"confusion_matrix.png", "predictions_grid.png", "filters.png", "feature_maps.png", "guided_backprop.png"}
+    assert (repo / "dvc.lock").is_file()
+
+    again = run(["dvc", "repro"], repo).stdout
+    assert "Running stage" not in again, again
+    assert run(["dvc", "status"], repo).stdout.strip().startswith("Data and pipelines are up to date"), "status not clean"
+
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    flat = json.dumps(metrics)
+    assert "evaluate_scratch.json" in flat and "finetune.json" in flat
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
+    html = (repo / "dvc_plots" / "index.html").read_text()
+    assert "Scratch accuracy (train vs val)" in html and "confusion" in html.lower()
+
+
+def test_an_experiment_with_another_lr_shows_its_own_metrics(repo: Path):
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "pipeline run"], repo)
+    out = run(["dvc", "exp", "run", "-S", "train.lr=1e-4", "-n", "lr-1e-4"], repo).stdout
+    assert "Running stage 'train_scratch'" in out
+    assert "Running stage 'download'" not in out and "Running stage 'finetune'" not in out
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = [e for row in rows for e in (row.get("experiments") or [])]
+    names = {r["name"]: r for e in exps for r in e.get("revs", [])}
+    assert "lr-1e-4" in names, json.dumps(rows)[:2000]
+    data = names["lr-1e-4"]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 1e-4
+    assert "accuracy" in json.dumps(data["metrics"]["metrics/evaluate_scratch.json"])
