@@ -17,6 +17,17 @@ def build_parser() -> argparse.ArgumentParser:
     model_size.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     model_size.add_argument("--num-classes", type=int, default=10)
     model_size.set_defaults(func=_model_size)
+    predict = sub.add_parser(
+        "predict", help="print a checkpoint's top-k classes for image files or folders",
+        description="Classify images with a checkpoint (models/scratch.pt, models/finetune.pt), using the "
+        "checkpoint's own preprocessing. A folder stands for every .jpg/.jpeg/.png file inside it, recursively.",
+    )
+    predict.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by train_scratch or finetune")
+    predict.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
+    predict.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default: 3)")
+    predict.add_argument("--json", action="store_true", help="print a JSON list of {path, top: [{class, probability}]}")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    predict.set_defaults(func=_predict)
     return parser
 
 
@@ -28,6 +39,15 @@ def _model_size(args: argparse.Namespace) -> None:
     cfg = from_dict(ScratchModelConfig, load_params(args.params).get("model"), "model")
     report = size_report(cfg, args.num_classes)
     print(format_layer_table(report["layers"]))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import json
+
+    from .predict import format_predictions, predict_images
+
+    results = predict_images(args.checkpoint, args.inputs, args.top_k, device=args.device)
+    print(json.dumps(results, indent=2) if args.json else format_predictions(results))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,100 @@
+"""Top-k class predictions of any checkpoint for image files and folders (`inat-cnn predict`).
+
+The checkpoint is loaded once with :func:`~inat_cnn.checkpoint.load_model`; every image goes
+through the checkpoint's own deterministic preprocessing (``eval_transform(spec.preprocessing)``,
+the transform val and test use), in batches. A folder stands for every JPEG/PNG file inside it,
+recursively, in sorted order (hidden files and OS metadata left out). A missing or unreadable
+file, an empty folder or a ``top_k`` below 1 is a :class:`~inat_cnn.errors.UserError` naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from .data.images import IGNORED_NAMES, IMAGE_SUFFIXES, check_image
+from .data.loaders import decode_rgb, eval_transform
+from .errors import UserError
+
+BATCH_SIZE = 32
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") or part in IGNORED_NAMES for part in path.relative_to(root).parts)
+
+
+def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """The image files named by ``inputs``: a file as given; a folder as every JPEG/PNG file inside
+    it, recursively, sorted. UserError for a path that does not exist or a folder without images."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(
+                p for p in item.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p, item)
+            )  # fmt: skip
+            if not files:
+                raise UserError(f"{item}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder or below it")
+            found.extend(files)
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise UserError(f"{item}: no such file or folder; give image files or folders of images")
+    if not found:
+        raise UserError("no images given; give image files or folders of images")
+    return found
+
+
+def _load_image(path: Path, transform) -> torch.Tensor:
+    try:
+        image = decode_rgb(path)
+    except UserError as exc:
+        reason = check_image(path) or str(exc.__cause__ or exc)  # the sharper reason: "not an image", "truncated JPEG" ...
+        raise UserError(f"{path}: cannot be read as an image: {reason}; give intact JPEG or PNG files") from exc
+    return transform(image)
+
+
+@torch.no_grad()
+def predict_images(
+    checkpoint: str | Path,
+    inputs: Sequence[str | Path],
+    top_k: int = 3,
+    *,
+    batch_size: int = BATCH_SIZE,
+    device: str = "auto",
+) -> list[dict[str, Any]]:
+    """Per image, in input order: ``{"path": str, "top": [{"class": name, "probability": p}, ...]}``,
+    the ``top_k`` most probable classes (at most the checkpoint's class count), most probable first."""
+    from .checkpoint import load_model
+    from .train import select_device
+
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise UserError(f"top-k = {top_k!r} is not allowed; expected an integer >= 1")
+    paths = collect_images(inputs)
+    model, spec, _ = load_model(checkpoint)
+    dev = select_device(device)
+    model.to(dev)
+    transform = eval_transform(spec.preprocessing)
+    k = min(top_k, len(spec.class_names))
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        x = torch.stack([_load_image(p, transform) for p in chunk]).to(dev)
+        probs = torch.softmax(model(x).float(), dim=1)
+        values, indices = probs.topk(k, dim=1)
+        for path, vals, idxs in zip(chunk, values.cpu().tolist(), indices.cpu().tolist()):
+            top = [{"class": spec.class_names[i], "probability": v} for v, i in zip(vals, idxs)]
+            results.append({"path": str(path), "top": top})
+    return results
+
+
+def format_predictions(results: Sequence[dict[str, Any]]) -> str:
+    """Human-readable: per image its path, then one ``class  probability%`` line per class."""
+    width = max((len(t["class"]) for r in results for t in r["top"]), default=0)
+    lines: list[str] = []
+    for r in results:
+        lines.append(r["path"])
+        lines.extend(f"  {t['class']:<{width}}  {100 * t['probability']:6.2f}%" for t in r["top"])
+    return "\n".join(lines)
