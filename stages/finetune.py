@@ -8,6 +8,7 @@ from inat_cnn.data.loaders import read_split_csv
 from inat_cnn.evaluate import evaluate_checkpoint
 from inat_cnn.files import write_json
 from inat_cnn.models.pretrained import apply_strategy, build_pretrained, count_params, param_groups
+from inat_cnn.models.size import measured_flops
 from inat_cnn.stage_runner import run_stage, seed_param
 from inat_cnn.train import seed_everything, train_on_split
 
@@ -25,6 +26,7 @@ def main(params: dict) -> None:
     pm = build_pretrained(cfg.arch, cfg.weights, len(class_names))
     apply_strategy(pm, cfg.strategy, cfg.trainable_blocks)
     counts = count_params(pm.model)
+    flops = measured_flops(pm.model, pm.input_size)
     print(f"{cfg.arch} ({pm.weights}), {cfg.strategy}: {counts['trainable']:,} of {counts['total']:,} parameters train; "
           f"blocks: {', '.join(name for name, _ in pm.blocks)}", flush=True)
 
@@ -41,7 +43,7 @@ def main(params: dict) -> None:
     print(f"test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} on {test['num_images']} images")
     write_json("metrics/finetune.json", {
         "arch": cfg.arch, "weights": pm.weights, "strategy": cfg.strategy,
-        "params": counts["total"], "trainable_params": counts["trainable"],
+        "params": counts["total"], "trainable_params": counts["trainable"], "flops_per_image": flops,
         "train": result.summary(), "test": test,
     })
 

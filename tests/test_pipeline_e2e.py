@@ -53,8 +53,16 @@ def test_data_stages_repro_then_nothing_changes_then_only_split_reruns(repo: Pat
 
 def test_full_repro_is_reproducible_and_its_plots_render(repo: Path):
     out = run(["dvc", "repro"], repo).stdout
-    for stage in ("train_scratch", "evaluate_scratch", "finetune"):
+    for stage in ("train_scratch", "evaluate_scratch", "finetune", "compare"):
         assert f"Running stage '{stage}'" in out, out
+    compared = json.loads((repo / "metrics/compare.json").read_text())["models"]
+    assert set(compared) == {"scratch CNN", "efficientnet_lite0 (freeze_first_k)"}
+    for row in compared.values():
+        assert 0 <= row["test_accuracy"] <= 1 and row["params"] > 0 and row["flops_per_image"] > 0
+        assert set(row["per_class_accuracy"]) == {"circles", "squares", "stripes"}
+    report = (repo / "reports/compare.md").read_text()
+    assert "scratch CNN" in report and "efficientnet_lite0" in report
+    assert {p.name for p in (repo / "plots/compare").glob("*.png")} == {"learning_curves.png", "per_class_accuracy.png"}
     for name in ("model_scratch", "train_scratch", "evaluate_scratch", "finetune"):
         assert json.loads((repo / f"metrics/{name}.json").read_text())
     for model in ("scratch", "finetune"):
@@ -68,7 +76,7 @@ def test_full_repro_is_reproducible_and_its_plots_render(repo: Path):
 
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
     flat = json.dumps(metrics)
-    assert "evaluate_scratch.json" in flat and "finetune.json" in flat
+    assert "evaluate_scratch.json" in flat and "finetune.json" in flat and "compare.json" in flat
     run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
     html = (repo / "dvc_plots" / "index.html").read_text()
     assert "Scratch accuracy (train vs val)" in html and "confusion" in html.lower()

@@ -210,3 +210,18 @@ def format_layer_table(rows: list[dict[str, Any]]) -> str:
 
     rule = "-" * len(fmt(header))
     return "\n".join([fmt(header), rule, *map(fmt, body), rule, fmt(total)])
+
+
+def measured_flops(model: "torch.nn.Module", input_hw: tuple[int, int], in_channels: int = IN_CHANNELS) -> int:
+    """Forward FLOPs of any model for one image, counted by FlopCounterMode (same convention)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, in_channels, *input_hw))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())

@@ -1,0 +1,121 @@
+"""Scratch vs fine-tuned: one summary row per model from the stages' metrics and curves.
+
+Reads only what the earlier stages wrote (metrics JSON and dvclive curve TSVs); writes the
+side-by-side table (metrics/compare.json, reports/compare.md) and two figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+COLUMNS = (
+    ("test_accuracy", "test accuracy", "{:.3f}"),
+    ("macro_f1", "macro-F1", "{:.3f}"),
+    ("params", "params", "{:,}"),
+    ("trainable_params", "trainable params", "{:,}"),
+    ("flops_per_image", "GFLOPs / image", None),
+    ("train_seconds", "training wall time (s)", "{:.1f}"),
+    ("best_epoch", "epochs to best val acc", "{}"),
+    ("best_val_acc", "best val accuracy", "{:.3f}"),
+    ("images_per_s", "training images/s", "{:.1f}"),
+)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    test_accuracy: float
+    macro_f1: float
+    params: int
+    trainable_params: int
+    flops_per_image: int
+    train_seconds: float
+    best_epoch: int
+    best_val_acc: float
+    images_per_s: float
+    val_acc_curve: list[float]
+    per_class_accuracy: dict[str, float]  # recall of each class on the test set
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run the stage that writes it first (dvc repro)")
+    return json.loads(path.read_text())
+
+
+def read_curve(tsv: Path) -> list[float]:
+    """A dvclive metric curve (columns timestamp, step, <name>) as values per step."""
+    if not tsv.is_file():
+        raise UserError(f"{tsv}: learning curve not found; run the training stage first (dvc repro)")
+    with tsv.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    name = tsv.stem
+    return [float(row[name]) for row in sorted(rows, key=lambda r: int(r["step"]))]
+
+
+def _per_class(test: dict[str, Any]) -> dict[str, float]:
+    return {name: row["recall"] for name, row in test["per_class"].items()}
+
+
+def scratch_summary(model_size: Path, train: Path, evaluate: Path, val_curve: Path) -> ModelSummary:
+    size, fit, test = read_json(model_size), read_json(train), read_json(evaluate)
+    return ModelSummary(
+        name="scratch CNN", test_accuracy=test["accuracy"], macro_f1=test["macro_f1"],
+        params=size["params"], trainable_params=size["trainable_params"], flops_per_image=size["flops_per_image"],
+        train_seconds=fit["train_seconds"], best_epoch=fit["best_epoch"], best_val_acc=fit["best_val_acc"],
+        images_per_s=fit["images_per_s"], val_acc_curve=read_curve(val_curve), per_class_accuracy=_per_class(test),
+    )
+
+
+def finetune_summary(finetune: Path, val_curve: Path) -> ModelSummary:
+    ft = read_json(finetune)
+    fit, test = ft["train"], ft["test"]
+    return ModelSummary(
+        name=f"{ft['arch']} ({ft['strategy']})", test_accuracy=test["accuracy"], macro_f1=test["macro_f1"],
+        params=ft["params"], trainable_params=ft["trainable_params"], flops_per_image=ft["flops_per_image"],
+        train_seconds=fit["train_seconds"], best_epoch=fit["best_epoch"], best_val_acc=fit["best_val_acc"],
+        images_per_s=fit["images_per_s"], val_acc_curve=read_curve(val_curve), per_class_accuracy=_per_class(ft["test"]),
+    )
+
+
+def comparison(models: list[ModelSummary]) -> dict[str, Any]:
+    """metrics/compare.json: one entry per model (no curves), plus the winner on test accuracy."""
+    rows = {m.name: {k: v for k, v in asdict(m).items() if k not in ("name", "val_acc_curve")} for m in models}
+    best = max(models, key=lambda m: m.test_accuracy)
+    return {"models": rows, "best_test_accuracy": best.name}
+
+
+def markdown_table(models: list[ModelSummary]) -> str:
+    lines = ["| | " + " | ".join(m.name for m in models) + " |", "|---|" + "---|" * len(models)]
+    for key, label, fmt in COLUMNS:
+        cells = []
+        for m in models:
+            value = getattr(m, key)
+            cells.append(f"{value / 1e9:.3f}" if key == "flops_per_image" else fmt.format(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(models: list[ModelSummary]) -> str:
+    classes = list(models[0].per_class_accuracy)
+    per_class = ["| class | " + " | ".join(m.name for m in models) + " |", "|---|" + "---|" * len(models)]
+    per_class += [
+        f"| {c} | " + " | ".join(f"{m.per_class_accuracy.get(c, float('nan')):.3f}" for m in models) + " |"
+        for c in classes
+    ]
+    return (
+        "# Scratch vs fine-tuned\n\n"
+        "Test set = the dataset's own `val/` folder (never used for tuning). FLOPs: 1 multiply-add = 2 FLOPs, "
+        "conv and linear layers (FlopCounterMode). Training wall time includes validation.\n\n"
+        + markdown_table(models)
+        + "\n\n## Per-class test accuracy (recall)\n\n"
+        + "\n".join(per_class)
+        + "\n\n![learning curves](../plots/compare/learning_curves.png)\n"
+        "![per-class accuracy](../plots/compare/per_class_accuracy.png)\n"
+    )
