@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from inat_cnn.checkpoint import ModelSpec
-from inat_cnn.config import EvaluateConfig, FinetuneConfig, from_dict
+from inat_cnn.config import EvaluateConfig, FinetuneConfig, LoggingConfig, from_dict
 from inat_cnn.data.loaders import read_split_csv
 from inat_cnn.evaluate import evaluate_checkpoint
 from inat_cnn.files import write_json
@@ -19,6 +19,7 @@ CHECKPOINT = Path("models/finetune.pt")
 def main(params: dict) -> None:
     cfg = from_dict(FinetuneConfig, params.get("finetune"), "finetune")
     eval_cfg = from_dict(EvaluateConfig, params.get("evaluate"), "evaluate")
+    logging = from_dict(LoggingConfig, params.get("logging"), "logging")
     seed = seed_param(params)
     class_names = read_split_csv(SPLIT / "train.csv").class_names()
 
@@ -35,6 +36,7 @@ def main(params: dict) -> None:
         pm.model, spec, cfg, seed=seed, split_dir=SPLIT, images_dir=Path("data/raw/train"),
         checkpoint_path=CHECKPOINT, live_dir=Path("dvclive/finetune"),
         param_groups=param_groups(pm, cfg.strategy, cfg.lr, cfg.backbone_lr_factor),
+        logging=logging, run_config={"seed": seed, "finetune": params.get("finetune")},
     )
     test = evaluate_checkpoint(
         CHECKPOINT, Path("data/raw/test"), eval_cfg,

@@ -4,7 +4,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
-from inat_cnn.config import ScratchModelConfig, TrainConfig, from_dict
+from inat_cnn.config import LoggingConfig, ScratchModelConfig, TrainConfig, from_dict
 from inat_cnn.data.loaders import Preprocessing, read_split_csv
 from inat_cnn.files import write_json
 from inat_cnn.models.scratch import ScratchCNN
@@ -18,6 +18,7 @@ SPLIT = Path("data/split")
 def main(params: dict) -> None:
     model_cfg = from_dict(ScratchModelConfig, params.get("model"), "model")
     train_cfg = from_dict(TrainConfig, params.get("train"), "train")
+    logging = from_dict(LoggingConfig, params.get("logging"), "logging")
     seed = seed_param(params)
     class_names = read_split_csv(SPLIT / "train.csv").class_names()
 
@@ -31,6 +32,7 @@ def main(params: dict) -> None:
     result = train_on_split(
         model, spec, train_cfg, seed=seed, split_dir=SPLIT, images_dir=Path("data/raw/train"),
         checkpoint_path=Path("models/scratch.pt"), live_dir=Path("dvclive/train_scratch"),
+        logging=logging, run_config={"seed": seed, "model": params.get("model"), "train": params.get("train")},
     )
     write_json("metrics/train_scratch.json", result.summary())
 

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import REPO, tool_env
 from inat_cnn.config import (
-    DataConfig, EvaluateConfig, FinetuneConfig, ScratchModelConfig, TrainConfig, from_dict,
+    DataConfig, EvaluateConfig, FinetuneConfig, LoggingConfig, ScratchModelConfig, TrainConfig, from_dict,
 )
 from inat_cnn.errors import ConfigError
 
@@ -24,6 +24,7 @@ def test_the_shipped_params_are_valid():
     from_dict(TrainConfig, params["train"], "train")
     from_dict(FinetuneConfig, params["finetune"], "finetune")
     from_dict(EvaluateConfig, params["evaluate"], "evaluate")
+    from_dict(LoggingConfig, params["logging"], "logging")
 
 
 @pytest.mark.parametrize(

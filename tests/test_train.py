@@ -116,3 +116,24 @@ def test_flowers5_short_training_beats_chance_on_its_test_folder(tmp_path: Path,
                                   plots_dir=tmp_path / "plots", live_dir=tmp_path / "ev")
     print(f"flowers5 scratch: val {result.best_val_acc:.3f} test {metrics['accuracy']:.3f}")
     assert metrics["accuracy"] > 0.3, metrics["accuracy"]
+
+
+def test_wandb_mirror_logs_offline_without_network(tmp_path: Path, synthetic_raw: Path, monkeypatch):
+    """logging.wandb: true mirrors every epoch to a W&B run, offline when no API key is set."""
+    from inat_cnn.config import LoggingConfig
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
+    (tmp_path / "wandb_home").mkdir()
+    split, names = prepare(tmp_path, synthetic_raw)
+    model = ScratchCNN(SMALL_MODEL, len(names))
+    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw))
+    train_on_split(
+        model, spec, replace(FAST_TRAIN, epochs=2), seed=0, split_dir=split, images_dir=synthetic_raw / "train",
+        checkpoint_path=tmp_path / "m.pt", live_dir=tmp_path / "live",
+        logging=LoggingConfig(wandb=True), run_config={"train": {"lr": FAST_TRAIN.lr}},
+    )
+    runs = list((tmp_path / "wandb_home" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((tmp_path / "wandb_home").rglob("*"))[:20]
+    assert list(runs[0].glob("run-*.wandb"))

@@ -293,3 +293,12 @@ class EvaluateConfig:
         _check(self.grid_cols >= 1, f"{s}.grid_cols", self.grid_cols, "an integer >= 1")
         _check(self.guided_backprop_neurons >= 1, f"{s}.guided_backprop_neurons", self.guided_backprop_neurons, "an integer >= 1")
         _check(self.sample_index >= 0, f"{s}.sample_index", self.sample_index, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Experiment tracking beyond DVC: an optional W&B mirror of the per-epoch curves."""
+
+    wandb: bool = False  # mirror runs to Weights & Biases: offline unless WANDB_API_KEY is set
+    wandb_project: str = "inat-cnn"
+    wandb_entity: str | None = None

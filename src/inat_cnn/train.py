@@ -2,8 +2,9 @@
 
 ``fit`` trains with the optimizer/schedule/loss of a :class:`TrainConfig`, validates every epoch,
 keeps the best-val-accuracy checkpoint (atomically), stops early after ``early_stop_patience``
-epochs without improvement, and logs per-epoch curves to dvclive. On CUDA it uses autocast
-(bf16/fp16), channels_last, pinned memory and optional torch.compile; on CPU it runs fp32 and,
+epochs without improvement, and hands per-epoch rows to a logger (dvclive, see tracking.py).
+On CUDA it uses autocast (bf16/fp16), channels_last, pinned memory and optional torch.compile;
+on CPU it runs fp32 and,
 with the same params and seed, gives the same metrics run after run. Per-step values stay on the
 device: the host syncs once per epoch.
 """
@@ -16,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -25,9 +26,10 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .checkpoint import ModelSpec, save_checkpoint
-from .config import TrainConfig
+from .config import LoggingConfig, TrainConfig
 from .data.loaders import make_loader
 from .errors import ConfigError
+from .tracking import epoch_logger
 
 
 def seed_everything(seed: int) -> None:
@@ -132,7 +134,7 @@ def fit(
     *,
     seed: int,
     checkpoint_path: str | Path,
-    live: Any = None,
+    log_epoch: Callable[[dict[str, float]], None] | None = None,
     param_groups: list[dict[str, Any]] | None = None,
 ) -> FitResult:
     """Train ``model``; the best-val-accuracy weights end up in ``checkpoint_path`` and in ``model``."""
@@ -174,7 +176,8 @@ def fit(
             "images_per_s": tr["images"] / tr["seconds"],
         }
         history.append(row)
-        _log_epoch(live, row)
+        if log_epoch is not None:
+            log_epoch(row)
         improved = va["acc"] > best["acc"]
         print(
             f"epoch {epoch}/{cfg.epochs}: train loss {tr['loss']:.4f} acc {tr['acc']:.3f} | "
@@ -207,17 +210,6 @@ def fit(
     )
 
 
-def _log_epoch(live: Any, row: dict[str, float]) -> None:
-    if live is None:
-        return
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
-        split, name = key.split("_")
-        live.log_metric(f"{split}/{name}", row[key])
-    for key in ("lr", "epoch_seconds", "images_per_s"):
-        live.log_metric(key, row[key])
-    live.next_step()
-
-
 def train_on_split(
     model: nn.Module,
     spec: ModelSpec,
@@ -229,10 +221,14 @@ def train_on_split(
     checkpoint_path: Path,
     live_dir: Path,
     param_groups: list[dict[str, Any]] | None = None,
+    logging: LoggingConfig = LoggingConfig(),
+    run_config: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Train on ``split_dir``/train.csv, validate on val.csv (images under ``images_dir``), log to dvclive."""
-    from dvclive import Live
+    """Train on ``split_dir``/train.csv, validate on val.csv (images under ``images_dir``).
 
+    Curves go to dvclive in ``live_dir`` (and to W&B when ``logging.wandb``; ``run_config`` is
+    the params recorded with that run).
+    """
     from .data.loaders import ImageListDataset, eval_transform, read_split_csv, train_transform
 
     train_rows = read_split_csv(split_dir / "train.csv")
@@ -241,5 +237,8 @@ def train_on_split(
         raise ConfigError(f"{train_rows.path}: classes {train_rows.class_names()} differ from the model's {spec.class_names}")
     train_ds = ImageListDataset(images_dir, train_rows.items, train_transform(spec.preprocessing, cfg.augment))
     val_ds = ImageListDataset(images_dir, val_rows.items, eval_transform(spec.preprocessing))
-    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        return fit(model, spec, train_ds, val_ds, cfg, seed=seed, checkpoint_path=checkpoint_path, live=live, param_groups=param_groups)
+    with epoch_logger(live_dir, logging, live_dir.name, run_config or {}) as log_epoch:
+        return fit(
+            model, spec, train_ds, val_ds, cfg, seed=seed, checkpoint_path=checkpoint_path,
+            log_epoch=log_epoch, param_groups=param_groups,
+        )
