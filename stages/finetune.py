@@ -37,6 +37,7 @@ def main(params: dict) -> None:
         checkpoint_path=CHECKPOINT, live_dir=Path("dvclive/finetune"),
         param_groups=param_groups(pm, cfg.strategy, cfg.lr, cfg.backbone_lr_factor),
         logging=logging, run_config={"seed": seed, "finetune": params.get("finetune")},
+        resume_path=Path(".resume/finetune.pt"),
     )
     test = evaluate_checkpoint(
         CHECKPOINT, Path("data/raw/test"), eval_cfg,

@@ -33,6 +33,7 @@ def main(params: dict) -> None:
         model, spec, train_cfg, seed=seed, split_dir=SPLIT, images_dir=Path("data/raw/train"),
         checkpoint_path=Path("models/scratch.pt"), live_dir=Path("dvclive/train_scratch"),
         logging=logging, run_config={"seed": seed, "model": params.get("model"), "train": params.get("train")},
+        resume_path=Path(".resume/train_scratch.pt"),
     )
     write_json("metrics/train_scratch.json", result.summary())
 

@@ -12,6 +12,8 @@ device: the host syncs once per epoch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import random
 import time
@@ -29,6 +31,7 @@ from .checkpoint import ModelSpec, save_checkpoint
 from .config import LoggingConfig, TrainConfig
 from .data.loaders import make_loader
 from .errors import ConfigError
+from .files import atomic_path
 from .tracking import epoch_logger
 
 
@@ -125,6 +128,59 @@ class _Runner:
         }
 
 
+@dataclass
+class _Progress:
+    """Everything the loop carries from one epoch to the next (saved for resume)."""
+
+    epoch: int = 0  # epochs completed
+    best_epoch: int = 0
+    best_acc: float = -math.inf
+    best_loss: float = math.inf
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    train_images: int = 0
+    train_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class ResumeState:
+    """The resume file: model, optimizer, scheduler, grad scaler and loop progress after each epoch.
+
+    It lives outside DVC's outs (DVC deletes a stage's outs before running it), is written to a
+    temp file and renamed, carries a fingerprint of everything the run depends on (a file from a
+    differently-configured run is ignored), and is deleted once training finishes.
+    """
+
+    def __init__(self, path: Path | None, fingerprint: str) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+
+    def load(self) -> dict[str, Any] | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file is never trusted
+            print(f"ignoring unreadable resume file {self.path} ({type(exc).__name__})", flush=True)
+            return None
+        if saved.get("fingerprint") != self.fingerprint:
+            print(f"ignoring {self.path}: it belongs to a run with other params, code inputs or data", flush=True)
+            return None
+        return saved
+
+    def save(self, progress: _Progress, best_state: dict[str, torch.Tensor] | None, **states: Any) -> None:
+        if self.path is None:
+            return
+        payload = {"fingerprint": self.fingerprint, "progress": progress.__dict__, "best_state": best_state, **states}
+        with atomic_path(self.path) as tmp:
+            torch.save(payload, tmp)
+
+    def clear(self) -> None:
+        if self.path is not None and self.path.exists():
+            self.path.unlink()
+
+
 def fit(
     model: nn.Module,
     spec: ModelSpec,
@@ -136,9 +192,13 @@ def fit(
     checkpoint_path: str | Path,
     log_epoch: Callable[[dict[str, float]], None] | None = None,
     param_groups: list[dict[str, Any]] | None = None,
+    resume: ResumeState | None = None,
 ) -> FitResult:
-    """Train ``model``; the best-val-accuracy weights end up in ``checkpoint_path`` and in ``model``."""
-    seed_everything(seed)
+    """Train ``model``; the best-val-accuracy weights end up in ``checkpoint_path`` and in ``model``.
+
+    Every epoch reseeds the RNGs from ``(seed, epoch)`` (weights' dropout, shuffling, augmentation),
+    so a run resumed from ``resume`` after epoch k ends exactly like an uninterrupted one.
+    """
     device = select_device(cfg.device)
     runner = _Runner(model, cfg, device)
     if param_groups is None:
@@ -150,21 +210,34 @@ def fit(
     train_loader = make_loader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=seed, pin_memory=pin)
     val_loader = make_loader(val_ds, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, seed=seed, pin_memory=pin)
 
-    best = {"epoch": 0, "acc": -math.inf, "loss": math.inf}
+    resume = resume or ResumeState(None, "")
+    progress = _Progress()
     best_state: dict[str, torch.Tensor] | None = None
-    history: list[dict[str, float]] = []
-    bad_epochs = 0
-    train_images = 0
-    train_seconds = 0.0
-    wall_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    saved = resume.load()
+    if saved is not None:
+        progress = _Progress(**saved["progress"])
+        best_state = saved["best_state"]
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        runner.scaler.load_state_dict(saved["scaler"])
+        print(f"resuming from {resume.path} after epoch {progress.epoch}/{cfg.epochs}", flush=True)
+        for row in progress.history:  # DVC removed the curves with the stage's outs: write them again
+            if log_epoch is not None:
+                log_epoch(row)
+        if best_state is not None:  # ... and the best checkpoint
+            _save_best(checkpoint_path, model, best_state, spec, progress)
+
+    while progress.epoch < cfg.epochs and not progress.stopped_early:
+        epoch = progress.epoch + 1
+        torch.manual_seed(seed * 1000 + epoch)
+        train_loader.generator.manual_seed(seed * 1000 + epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = runner.epoch(train_loader, loss_fn, f"epoch {epoch}/{cfg.epochs} train", optimizer)
         va = runner.epoch(val_loader, loss_fn, f"epoch {epoch}/{cfg.epochs} val")
         if scheduler is not None:
             scheduler.step()
-        train_images += tr["images"]
-        train_seconds += tr["seconds"]
         row = {
             "epoch": epoch,
             "train_loss": tr["loss"],
@@ -175,10 +248,13 @@ def fit(
             "epoch_seconds": tr["seconds"] + va["seconds"],
             "images_per_s": tr["images"] / tr["seconds"],
         }
-        history.append(row)
+        progress.epoch = epoch
+        progress.history.append(row)
+        progress.train_images += tr["images"]
+        progress.train_seconds += tr["seconds"]
         if log_epoch is not None:
             log_epoch(row)
-        improved = va["acc"] > best["acc"]
+        improved = va["acc"] > progress.best_acc
         print(
             f"epoch {epoch}/{cfg.epochs}: train loss {tr['loss']:.4f} acc {tr['acc']:.3f} | "
             f"val loss {va['loss']:.4f} acc {va['acc']:.3f} | {row['images_per_s']:.1f} img/s"
@@ -186,28 +262,59 @@ def fit(
             flush=True,
         )
         if improved:
-            best = {"epoch": epoch, "acc": va["acc"], "loss": va["loss"]}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            bad_epochs = 0
-            metrics = {"val_acc": va["acc"], "val_loss": va["loss"], "train_acc": tr["acc"], "train_loss": tr["loss"]}
-            save_checkpoint(checkpoint_path, model, spec, epoch=epoch, metrics=metrics, optimizer=optimizer, scheduler=scheduler)
+            progress.best_epoch, progress.best_acc, progress.best_loss = epoch, va["acc"], va["loss"]
+            progress.best_metrics = {"val_acc": va["acc"], "val_loss": va["loss"], "train_acc": tr["acc"], "train_loss": tr["loss"]}
+            progress.bad_epochs = 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            _save_best(checkpoint_path, model, best_state, spec, progress)
         else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.early_stop_patience:
-                print(f"early stop: no val accuracy gain for {bad_epochs} epochs (best {best['acc']:.3f} at epoch {best['epoch']})")
-                break
+            progress.bad_epochs += 1
+            if progress.bad_epochs >= cfg.early_stop_patience:
+                progress.stopped_early = True
+                print(f"early stop: no val accuracy gain for {progress.bad_epochs} epochs "
+                      f"(best {progress.best_acc:.3f} at epoch {progress.best_epoch})")
+        resume.save(
+            progress, best_state, model=model.state_dict(), optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict() if scheduler is not None else None, scaler=runner.scaler.state_dict(),
+        )
+    resume.clear()
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(
-        best_epoch=best["epoch"],
-        best_val_acc=best["acc"],
-        best_val_loss=best["loss"],
-        epochs_run=len(history),
-        stopped_early=len(history) < cfg.epochs,
-        train_seconds=time.perf_counter() - wall_start,
-        images_per_s=train_images / train_seconds if train_seconds else 0.0,
-        history=history,
+        best_epoch=progress.best_epoch,
+        best_val_acc=progress.best_acc,
+        best_val_loss=progress.best_loss,
+        epochs_run=len(progress.history),
+        stopped_early=progress.stopped_early,
+        train_seconds=sum(row["epoch_seconds"] for row in progress.history),
+        images_per_s=progress.train_images / progress.train_seconds if progress.train_seconds else 0.0,
+        history=progress.history,
     )
+
+
+def _save_best(path: str | Path, model: nn.Module, best_state: dict[str, torch.Tensor], spec: ModelSpec, progress: _Progress) -> None:
+    """Write the best weights so far as the stage's checkpoint (what evaluate and predict load)."""
+    current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    save_checkpoint(path, model, spec, epoch=progress.best_epoch, metrics=progress.best_metrics)
+    model.load_state_dict(current)
+
+
+def run_fingerprint(spec: ModelSpec, cfg: TrainConfig, seed: int, split_dir: Path, images_dir: Path) -> str:
+    """What a resumed run must share with the interrupted one: model, params, seed, split and images."""
+    h = hashlib.sha256()
+    h.update(json.dumps(
+        {"arch": spec.arch, "model": spec.model_config, "classes": spec.class_names,
+         "preprocessing": spec.preprocessing.to_dict(), "train": cfg.__dict__, "seed": seed},
+        sort_keys=True, default=list,
+    ).encode())
+    for name in ("train.csv", "val.csv"):
+        h.update((split_dir / name).read_bytes())
+    for path in sorted(images_dir.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            h.update(f"{path.relative_to(images_dir)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def train_on_split(
@@ -223,11 +330,13 @@ def train_on_split(
     param_groups: list[dict[str, Any]] | None = None,
     logging: LoggingConfig = LoggingConfig(),
     run_config: dict[str, Any] | None = None,
+    resume_path: Path | None = None,
 ) -> FitResult:
     """Train on ``split_dir``/train.csv, validate on val.csv (images under ``images_dir``).
 
     Curves go to dvclive in ``live_dir`` (and to W&B when ``logging.wandb``; ``run_config`` is
-    the params recorded with that run).
+    the params recorded with that run). With ``resume_path``, progress is saved there after every
+    epoch and a killed run started again continues from its last complete epoch.
     """
     from .data.loaders import ImageListDataset, eval_transform, read_split_csv, train_transform
 
@@ -237,8 +346,9 @@ def train_on_split(
         raise ConfigError(f"{train_rows.path}: classes {train_rows.class_names()} differ from the model's {spec.class_names}")
     train_ds = ImageListDataset(images_dir, train_rows.items, train_transform(spec.preprocessing, cfg.augment))
     val_ds = ImageListDataset(images_dir, val_rows.items, eval_transform(spec.preprocessing))
+    resume = ResumeState(resume_path, run_fingerprint(spec, cfg, seed, split_dir, images_dir) if resume_path else "")
     with epoch_logger(live_dir, logging, live_dir.name, run_config or {}) as log_epoch:
         return fit(
             model, spec, train_ds, val_ds, cfg, seed=seed, checkpoint_path=checkpoint_path,
-            log_epoch=log_epoch, param_groups=param_groups,
+            log_epoch=log_epoch, param_groups=param_groups, resume=resume,
         )

@@ -154,7 +154,11 @@ def test_items(test_dir: Path, class_names: Sequence[str]) -> list[tuple[str, in
 def make_loader(
     dataset: Dataset, batch_size: int, *, shuffle: bool, num_workers: int, seed: int, pin_memory: bool = False
 ) -> DataLoader:
-    """A DataLoader whose shuffling and per-worker augmentation RNG derive from ``seed`` alone."""
+    """A DataLoader whose shuffling and per-worker augmentation RNG derive from its generator alone.
+
+    Workers are started afresh each epoch (not persistent), so reseeding ``loader.generator``
+    before an epoch fixes that epoch's order and augmentations whatever came before.
+    """
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -163,6 +167,5 @@ def make_loader(
         num_workers=num_workers,
         generator=generator,
         pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
         drop_last=False,
     )

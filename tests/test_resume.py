@@ -1,0 +1,128 @@
+"""Resume after an interruption: same metrics as an uninterrupted run, never from a foreign state."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_PARAMS, copy_project, run, set_params, tool_env
+from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
+from inat_cnn.data.loaders import Preprocessing
+from inat_cnn.models.scratch import ScratchCNN
+from inat_cnn.data.loaders import ImageListDataset, eval_transform, read_split_csv, train_transform
+from inat_cnn.train import ResumeState, fit, run_fingerprint, seed_everything
+from test_train import FAST_TRAIN, SMALL_MODEL, prepare, synthetic_raw  # noqa: F401  (fixture)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _train(root: Path, raw: Path, cfg, *, resume: Path, stop_after: int | None = None):
+    """Train through ``fit`` with a resume file; raise Interrupted during epoch ``stop_after + 1``."""
+    split, names = prepare(root, raw)
+    seed_everything(0)
+    model = ScratchCNN(SMALL_MODEL, len(names))
+    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw))
+    pre = spec.preprocessing
+    train_ds = ImageListDataset(raw / "train", read_split_csv(split / "train.csv").items, train_transform(pre, cfg.augment))
+    val_ds = ImageListDataset(raw / "train", read_split_csv(split / "val.csv").items, eval_transform(pre))
+
+    def log(row):  # called before that epoch's state is saved
+        if stop_after is not None and row["epoch"] > stop_after:
+            raise Interrupted
+
+    state = ResumeState(resume, run_fingerprint(spec, cfg, 0, split, raw / "train"))
+    result = fit(model, spec, train_ds, val_ds, cfg, seed=0, checkpoint_path=root / "model.pt", log_epoch=log, resume=state)
+    return result, model
+
+
+def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path, synthetic_raw: Path, capsys):
+    cfg = replace(FAST_TRAIN, epochs=4)
+    full, full_model = _train(tmp_path / "full", synthetic_raw, cfg, resume=tmp_path / "full.resume")
+    assert not (tmp_path / "full.resume").exists()  # a finished run leaves no resume state
+
+    resume = tmp_path / "cut.resume"
+    with pytest.raises(Interrupted):
+        _train(tmp_path / "cut", synthetic_raw, cfg, resume=resume, stop_after=2)
+    assert resume.is_file()
+    capsys.readouterr()
+    resumed, resumed_model = _train(tmp_path / "cut", synthetic_raw, cfg, resume=resume)
+    out = capsys.readouterr().out
+    assert "after epoch 2/4" in out and out.count("epoch 3/4:") == 1 and "epoch 1/4:" not in out
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_s")} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    assert (resumed.best_epoch, resumed.best_val_acc) == (full.best_epoch, full.best_val_acc)
+    for (k, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert not resume.exists()
+
+
+def test_a_resume_state_from_another_config_is_ignored(tmp_path: Path, synthetic_raw: Path, capsys):
+    resume = tmp_path / "r.resume"
+    with pytest.raises(Interrupted):
+        _train(tmp_path / "a", synthetic_raw, replace(FAST_TRAIN, epochs=3), resume=resume, stop_after=1)
+    capsys.readouterr()
+    _train(tmp_path / "a", synthetic_raw, replace(FAST_TRAIN, epochs=3, lr=1e-3), resume=resume)
+    out = capsys.readouterr().out
+    assert "belongs to a run with other params" in out and "epoch 1/3:" in out and "resuming" not in out
+
+    resume.write_bytes(b"garbage")
+    _train(tmp_path / "a", synthetic_raw, replace(FAST_TRAIN, epochs=1), resume=resume)
+    assert "ignoring unreadable resume file" in capsys.readouterr().out
+
+
+KILL_PARAMS = {**TINY_PARAMS, "train.epochs": 5, "model.input_size": 64, "data.synthetic.train_per_class": 30}
+
+
+def _repo(tmp: Path) -> Path:
+    repo = copy_project(tmp)
+    set_params(repo, KILL_PARAMS)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "copy"], repo)
+    run(["dvc", "repro", "stratified_split"], repo)
+    return repo
+
+
+@pytest.mark.e2e
+def test_dvc_repro_killed_mid_training_resumes_and_matches_an_uninterrupted_run(tmp_path_factory):
+    reference = _repo(tmp_path_factory.mktemp("reference"))
+    run(["dvc", "repro", "train_scratch"], reference)
+
+    repo = _repo(tmp_path_factory.mktemp("killed"))
+    proc = subprocess.Popen(["dvc", "repro", "train_scratch"], cwd=repo, env=tool_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 2/5:"):
+            os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage's python: no cleanup runs
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    assert (repo / ".resume" / "train_scratch.pt").is_file()
+
+    out = run(["dvc", "repro", "train_scratch"], repo).stdout
+    assert "resuming from .resume/train_scratch.pt after epoch" in out, out
+    assert "epoch 1/5:" not in out and "epoch 5/5:" in out
+    assert not (repo / ".resume" / "train_scratch.pt").exists()
+
+    def result(r: Path) -> dict:
+        m = json.loads((r / "metrics/train_scratch.json").read_text())
+        return {k: m[k] for k in ("best_epoch", "best_val_acc", "best_val_loss", "epochs_run")}
+
+    assert result(repo) == result(reference)
+    for curve in ("val/acc.tsv", "train/loss.tsv"):
+        values = lambda r: [line.split("\t")[-1] for line in (r / "dvclive/train_scratch/plots/metrics" / curve).read_text().splitlines()]  # noqa: E731
+        assert values(repo) == values(reference)
+    a = torch.load(repo / "models/scratch.pt", weights_only=True)["model_state"]
+    b = torch.load(reference / "models/scratch.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "Data and pipelines are up to date" in run(["dvc", "status", "train_scratch"], repo).stdout
