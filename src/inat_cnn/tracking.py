@@ -34,7 +34,7 @@ def _start_wandb(cfg: LoggingConfig, run_name: str, config: dict[str, Any], live
     mode = os.environ.get("WANDB_MODE", mode)
     return wandb.init(
         project=cfg.wandb_project, entity=cfg.wandb_entity, name=os.environ.get("DVC_EXP_NAME", run_name),
-        job_type=run_name, config=config, mode=mode, dir=os.environ.get("WANDB_DIR", str(live_dir.parent)),
+        job_type=run_name, config=config, mode=mode, dir=os.environ.get("WANDB_DIR", "."),  # ./wandb, git- and dvc-ignored
         settings=wandb.Settings(silent=True, init_timeout=30),
     )
 

@@ -17,6 +17,7 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from tqdm import tqdm
 
@@ -44,6 +45,18 @@ def _total_from_content_range(value: str | None) -> int | None:
     """The full size from ``Content-Range: bytes a-b/N`` or ``bytes */N``."""
     match = re.search(r"/(\d+)\s*$", value or "")
     return int(match.group(1)) if match else None
+
+
+def _body(response) -> Iterator[bytes]:
+    """The response body in chunks; a network failure while reading becomes ``_Retry``."""
+    while True:
+        try:
+            block = response.read(CHUNK)
+        except (OSError, http.client.HTTPException) as exc:  # resets, timeouts, TLS errors, IncompleteRead
+            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+        if not block:
+            return
+        yield block
 
 
 def _attempt(url: str, part: Path, timeout_s: float, progress: bool) -> None:
@@ -82,13 +95,20 @@ def _attempt(url: str, part: Path, timeout_s: float, progress: bool) -> None:
         else:  # 200: the server ignored Range (or there was none): start from zero
             offset, mode = 0, "wb"
             expected = int(length) if length is not None else None
-        with open(part, mode) as fh, tqdm(
-            total=expected, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=part.name.removesuffix(".part"), disable=not progress, leave=False,
-        ) as bar:  # fmt: skip
-            while block := response.read(CHUNK):
-                fh.write(block)
-                bar.update(len(block))
+        try:
+            with open(part, mode) as fh, tqdm(
+                total=expected, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=part.name.removesuffix(".part"), disable=not progress, leave=False,
+            ) as bar:  # fmt: skip
+                for block in _body(response):
+                    fh.write(block)
+                    bar.update(len(block))
+        except OSError as exc:  # the local disk, not the network (_body turns those into _Retry)
+            kept = part.stat().st_size if part.exists() else 0
+            raise UserError(
+                f"cannot write the download to {part}: {exc.strerror or exc}; free some space (or fix the folder's "
+                f"permissions) and run the stage again: the {kept} bytes already written are kept and resumed from"
+            ) from exc
     size = part.stat().st_size
     if expected is not None and size < expected:
         raise _Retry(f"the connection closed after {size} of {expected} bytes")
@@ -163,14 +183,17 @@ def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def safe_extract_zip(zip_path: str | Path, dest_dir: str | Path) -> None:
+def safe_extract_zip(zip_path: str | Path, dest_dir: str | Path, *, discard_corrupt: bool = False) -> None:
     """Extract ``zip_path`` into ``dest_dir``; unsafe entries or a corrupt archive raise UserError.
 
     Every entry is checked before anything is written: absolute paths, drive letters, ``..``
-    components and symbolic links are refused.
+    components and symbolic links are refused. ``discard_corrupt``: a corrupt archive is deleted
+    (a download of ours: the next run fetches it again instead of failing on the same file).
     """
     zip_path, dest_dir = Path(zip_path), Path(dest_dir)
     hint = "delete it and run the stage again, or point data.source at a good copy"
+    if discard_corrupt:
+        hint = "the file was deleted: run the stage again to download it afresh (or set data.sha256 to pin the archive)"
     try:
         with zipfile.ZipFile(zip_path) as archive:
             infos = archive.infolist()
@@ -191,4 +214,6 @@ def safe_extract_zip(zip_path: str | Path, dest_dir: str | Path) -> None:
                 with archive.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, CHUNK)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        if discard_corrupt:
+            zip_path.unlink(missing_ok=True)
         raise UserError(f"{zip_path}: corrupt or truncated zip archive ({exc}); {hint}") from exc

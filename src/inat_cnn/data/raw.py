@@ -61,41 +61,64 @@ def find_dataset_root(base: Path) -> tuple[Path, Path, Path]:
 
 
 def _import_split(
-    src: Path, dst: Path, source_base: Path, policy: str, move: bool, pool: ThreadPoolExecutor
+    src: Path, dst: Path, origin: tuple[Path, str], policy: str, move: bool, pool: ThreadPoolExecutor
 ) -> tuple[dict[str, int], list[dict[str, str]]]:
-    """Check every file of ``src/<class>/*`` and copy (or move) the good ones to ``dst/<class>/``."""
+    """Check every file of ``src/<class>/*`` and copy (or move) the good ones to ``dst/<class>/``.
+
+    Whatever else is in ``src`` is reported like a bad file, never silently dropped: a file beside
+    the class folders, and a folder inside a class folder (classes are one level deep, so its files
+    would not be used). ``origin`` is (the folder paths are relative to, what to call it in messages).
+    """
     counts: dict[str, int] = {}
     bad: list[dict[str, str]] = []
     transfer = os.replace if move else shutil.copyfile
+
+    def reject(path: Path, reason: str) -> None:
+        rel = path.relative_to(origin[0]).as_posix()
+        if policy == "fail":
+            raise UserError(f"{rel} (in {origin[1]}): {reason}; remove it, or set data.bad_images: skip to leave it out")
+        bad.append({"path": rel, "reason": reason})
+
+    for path in list_images(src):
+        reject(path, "a file outside the class folders (not used)")
     for name in list_class_dirs(src):
         files = list_images(src / name)
         (dst / name).mkdir(parents=True)
         counts[name] = 0
+        for folder in list_class_dirs(src / name):
+            reject(src / name / folder, "a folder inside a class folder (classes are one level deep: its files are not used)")
         for path, reason in zip(files, pool.map(check_image, files)):
             if reason is None:
                 transfer(path, dst / name / path.name)
                 counts[name] += 1
-                continue
-            rel = path.relative_to(source_base).as_posix()
-            if policy == "fail":
-                raise UserError(
-                    f"{rel} (in {source_base}): {reason}; remove the file, or set data.bad_images: skip to leave it out"
-                )
-            bad.append({"path": rel, "reason": reason})
+            else:
+                reject(path, reason)
     return counts, bad
 
 
-def _import_tree(base: Path, out: Path, policy: str, move: bool) -> dict[str, Any]:
-    """Normalise the dataset found under ``base`` into ``out/{train,test}``; return counts and bad files."""
+def _import_tree(base: Path, out: Path, policy: str, move: bool, shown_as: str) -> dict[str, Any]:
+    """Normalise the dataset found under ``base`` into ``out/{train,test}``; return counts and bad files.
+
+    A class folder left without a usable image is an error: the class could be neither trained nor
+    tested, and DVC does not keep empty folders, so a checkout would silently lose the class.
+    """
     _, train_dir, test_dir = find_dataset_root(base)
     counts: dict[str, dict[str, int]] = {}
     bad: list[dict[str, str]] = []
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
         for split, src in zip(SPLITS, (train_dir, test_dir)):
-            counts[split], split_bad = _import_split(src, out / split, base, policy, move, pool)
+            counts[split], split_bad = _import_split(src, out / split, (base, shown_as), policy, move, pool)
             bad.extend(split_bad)
     if not counts["train"]:
-        raise UserError(f"{train_dir}: no class folders in it; expected train/<class>/<image files>")
+        raise UserError(f"{train_dir.relative_to(base)} (in {shown_as}): no class folders in it; expected train/<class>/<image files>")
+    for split, src in zip(SPLITS, (train_dir, test_dir)):
+        for name in (name for name, n in counts[split].items() if n == 0):
+            rel = (src / name).relative_to(base).as_posix()
+            skipped = sum(entry["path"].startswith(rel + "/") for entry in bad)
+            raise UserError(
+                f"{rel} (in {shown_as}): no usable image in this class folder ({skipped} bad file(s) skipped); every class "
+                "needs images in train and in the test folder: add some, or remove the class folder from both"
+            )
     return {"counts": counts, "bad_files": bad, "test_folder": test_dir.name}
 
 
@@ -134,17 +157,23 @@ def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_
         if local.is_file():
             archive = local
             report["sha256"] = sha256_file(local)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        if cfg.source == "synthetic":
-            generate_synthetic(cfg.synthetic, seed, tmp)
-            found: dict[str, Any] = {"counts": _count_tree(tmp), "bad_files": [], "test_folder": "test"}
-        elif archive is not None:
-            with tempfile.TemporaryDirectory(prefix=".extract-", dir=out_dir.parent) as extracted:
-                safe_extract_zip(archive, extracted)
-                found = _import_tree(Path(extracted), tmp, cfg.bad_images, move=True)
-        else:
-            found = _import_tree(local, tmp, cfg.bad_images, move=False)
+    try:
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir()
+            if cfg.source == "synthetic":
+                generate_synthetic(cfg.synthetic, seed, tmp)
+                found: dict[str, Any] = {"counts": _count_tree(tmp), "bad_files": [], "test_folder": "test"}
+            elif archive is not None:
+                with tempfile.TemporaryDirectory(prefix=".extract-", dir=out_dir.parent) as extracted:
+                    safe_extract_zip(archive, extracted, discard_corrupt=cfg.source == "nature_12k")
+                    found = _import_tree(Path(extracted), tmp, cfg.bad_images, move=True, shown_as=str(archive))
+            else:
+                found = _import_tree(local, tmp, cfg.bad_images, move=False, shown_as=str(local))
+    except OSError as exc:  # a full disk, a read-only folder ...: nothing was left behind (atomic_path)
+        raise UserError(
+            f"building {out_dir} failed: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
+            f"{out_dir} was left as it was: free some space or fix the folder's permissions and run the stage again"
+        ) from exc
     counts = found["counts"]
     report.update(
         classes=sorted(counts["train"]),
