@@ -27,7 +27,7 @@ def _log_to_live(live: Any, row: dict[str, float]) -> None:
     live.next_step()
 
 
-def _start_wandb(cfg: LoggingConfig, run_name: str, config: dict[str, Any], live_dir: Path) -> Any:
+def _start_wandb(cfg: LoggingConfig, run_name: str, config: dict[str, Any]) -> Any:
     import wandb
 
     mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
@@ -45,7 +45,7 @@ def epoch_logger(live_dir: Path, cfg: LoggingConfig, run_name: str, config: dict
     from dvclive import Live
 
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        run = _start_wandb(cfg, run_name, config, live_dir) if cfg.wandb else None
+        run = _start_wandb(cfg, run_name, config) if cfg.wandb else None
 
         def log(row: dict[str, float]) -> None:
             _log_to_live(live, row)
