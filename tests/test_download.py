@@ -32,7 +32,8 @@ class Served:
     cut_once: set[str] = field(default_factory=set)  # send half the body, then drop the connection
     stall_once: set[str] = field(default_factory=set)  # wait longer than the client's timeout
     fail_first: dict[str, int] = field(default_factory=dict)  # path -> number of 503 answers first
-    ignore_range: bool = False
+    ignore_range: bool = False  # answer a Range request with 200 and the whole body
+    length_lie: dict[str, int] = field(default_factory=dict)  # path -> added to the Content-Length announced
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     base: str = ""
 
@@ -74,7 +75,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) + served.length_lie.get(path, 0)))
         self.end_headers()
         if path in served.cut_once:
             served.cut_once.discard(path)

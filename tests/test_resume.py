@@ -119,9 +119,11 @@ def test_dvc_repro_killed_mid_training_resumes_and_matches_an_uninterrupted_run(
         return {k: m[k] for k in ("best_epoch", "best_val_acc", "best_val_loss", "epochs_run")}
 
     assert result(repo) == result(reference)
+    def values(r: Path, curve: str) -> list[str]:
+        return [line.split("\t")[-1] for line in (r / "dvclive/train_scratch/plots/metrics" / curve).read_text().splitlines()]
+
     for curve in ("val/acc.tsv", "train/loss.tsv"):
-        values = lambda r: [line.split("\t")[-1] for line in (r / "dvclive/train_scratch/plots/metrics" / curve).read_text().splitlines()]  # noqa: E731
-        assert values(repo) == values(reference)
+        assert values(repo, curve) == values(reference, curve)
     a = torch.load(repo / "models/scratch.pt", weights_only=True)["model_state"]
     b = torch.load(reference / "models/scratch.pt", weights_only=True)["model_state"]
     assert all(torch.equal(a[k], b[k]) for k in a)

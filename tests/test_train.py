@@ -11,7 +11,7 @@ from PIL import Image
 
 from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec, load_model, save_checkpoint
 from inat_cnn.config import EvaluateConfig, ScratchModelConfig, SyntheticConfig, TrainConfig
-from inat_cnn.data.loaders import ImageListDataset, Preprocessing, eval_transform, read_split_csv, train_transform
+from inat_cnn.data.loaders import Preprocessing, eval_transform, read_split_csv, train_transform
 from inat_cnn.data.split import stratified_split, write_split
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.errors import UserError

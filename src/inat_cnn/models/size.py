@@ -212,7 +212,7 @@ def format_layer_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([fmt(header), rule, *map(fmt, body), rule, fmt(total)])
 
 
-def measured_flops(model: "torch.nn.Module", input_hw: tuple[int, int], in_channels: int = IN_CHANNELS) -> int:
+def measured_flops(model: Any, input_hw: tuple[int, int], in_channels: int = IN_CHANNELS) -> int:
     """Forward FLOPs of any model for one image, counted by FlopCounterMode (same convention)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
