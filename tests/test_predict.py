@@ -65,7 +65,10 @@ def test_predict_a_file_and_a_folder(scratch):
     for r in results:
         _check_top(r, 3, CLASSES)
         assert sum(t["probability"] for t in r["top"]) == pytest.approx(1.0, abs=1e-5)  # all classes shown
-    assert results[-1]["top"][:2] == one["top"]  # same image, same answer, whatever the batch
+    # same image, same answer, whatever the batch (batched conv kernels may differ in the last bits)
+    assert [t["class"] for t in results[-1]["top"][:2]] == [t["class"] for t in one["top"]]
+    for a, b in zip(results[-1]["top"], one["top"]):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-6)
 
 
 def test_bad_inputs_are_user_errors_naming_them(scratch, tmp_path):

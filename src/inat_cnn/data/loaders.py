@@ -75,9 +75,10 @@ def train_transform(pre: Preprocessing, augment: bool) -> v2.Compose:
 def decode_rgb(path: str | Path) -> torch.Tensor:
     """Decode one image file to a uint8 (3, H, W) tensor (EXIF orientation applied); UserError if unreadable."""
     try:
-        return decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot be decoded as an image ({exc}); remove it or re-run the download stage") from exc
+    return image if image.dtype == torch.uint8 else v2.functional.to_dtype(image, torch.uint8, scale=True)  # 16-bit PNG
 
 
 class ImageListDataset(Dataset):

@@ -30,6 +30,7 @@ SOURCES = ("synthetic", "nature_12k")
 SPLITS = ("train", "test")
 MAX_ROOT_DEPTH = 4
 CHECK_THREADS = 4
+NESTED_FOLDER = "a folder inside a class folder (classes are one level deep: its files are not used)"
 
 
 def find_dataset_root(base: Path) -> tuple[Path, Path, Path]:
@@ -61,22 +62,22 @@ def find_dataset_root(base: Path) -> tuple[Path, Path, Path]:
 
 
 def _import_split(
-    src: Path, dst: Path, origin: tuple[Path, str], policy: str, move: bool, pool: ThreadPoolExecutor
+    src: Path, dst: Path, base: Path, shown_as: str, policy: str, move: bool, pool: ThreadPoolExecutor
 ) -> tuple[dict[str, int], list[dict[str, str]]]:
     """Check every file of ``src/<class>/*`` and copy (or move) the good ones to ``dst/<class>/``.
 
     Whatever else is in ``src`` is reported like a bad file, never silently dropped: a file beside
     the class folders, and a folder inside a class folder (classes are one level deep, so its files
-    would not be used). ``origin`` is (the folder paths are relative to, what to call it in messages).
+    would not be used). Paths are reported relative to ``base``, which messages call ``shown_as``.
     """
     counts: dict[str, int] = {}
     bad: list[dict[str, str]] = []
     transfer = os.replace if move else shutil.copyfile
 
     def reject(path: Path, reason: str) -> None:
-        rel = path.relative_to(origin[0]).as_posix()
+        rel = path.relative_to(base).as_posix()
         if policy == "fail":
-            raise UserError(f"{rel} (in {origin[1]}): {reason}; remove it, or set data.bad_images: skip to leave it out")
+            raise UserError(f"{rel} (in {shown_as}): {reason}; remove it, or set data.bad_images: skip to leave it out")
         bad.append({"path": rel, "reason": reason})
 
     for path in list_images(src):
@@ -86,7 +87,7 @@ def _import_split(
         (dst / name).mkdir(parents=True)
         counts[name] = 0
         for folder in list_class_dirs(src / name):
-            reject(src / name / folder, "a folder inside a class folder (classes are one level deep: its files are not used)")
+            reject(src / name / folder, NESTED_FOLDER)
         for path, reason in zip(files, pool.map(check_image, files)):
             if reason is None:
                 transfer(path, dst / name / path.name)
@@ -107,13 +108,16 @@ def _import_tree(base: Path, out: Path, policy: str, move: bool, shown_as: str) 
     bad: list[dict[str, str]] = []
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
         for split, src in zip(SPLITS, (train_dir, test_dir)):
-            counts[split], split_bad = _import_split(src, out / split, (base, shown_as), policy, move, pool)
+            counts[split], split_bad = _import_split(src, out / split, base, shown_as, policy, move, pool)
             bad.extend(split_bad)
     if not counts["train"]:
-        raise UserError(f"{train_dir.relative_to(base)} (in {shown_as}): no class folders in it; expected train/<class>/<image files>")
+        raise UserError(
+            f"{train_dir.relative_to(base)} (in {shown_as}): no class folders in it; expected train/<class>/<image files>"
+        )
     for split, src in zip(SPLITS, (train_dir, test_dir)):
-        for name in (name for name, n in counts[split].items() if n == 0):
-            rel = (src / name).relative_to(base).as_posix()
+        empty = [name for name, n in counts[split].items() if n == 0]
+        if empty:
+            rel = (src / empty[0]).relative_to(base).as_posix()
             skipped = sum(entry["path"].startswith(rel + "/") for entry in bad)
             raise UserError(
                 f"{rel} (in {shown_as}): no usable image in this class folder ({skipped} bad file(s) skipped); every class "
@@ -165,7 +169,8 @@ def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_
                 found: dict[str, Any] = {"counts": _count_tree(tmp), "bad_files": [], "test_folder": "test"}
             elif archive is not None:
                 with tempfile.TemporaryDirectory(prefix=".extract-", dir=out_dir.parent) as extracted:
-                    safe_extract_zip(archive, extracted, discard_corrupt=cfg.source == "nature_12k")
+                    # a corrupt download of ours, unpinned: delete it so that the next run fetches it again
+                    safe_extract_zip(archive, extracted, discard_corrupt=cfg.source == "nature_12k" and cfg.sha256 is None)
                     found = _import_tree(Path(extracted), tmp, cfg.bad_images, move=True, shown_as=str(archive))
             else:
                 found = _import_tree(local, tmp, cfg.bad_images, move=False, shown_as=str(local))
