@@ -2,13 +2,16 @@
 from pathlib import Path
 
 from inat_cnn.config import DataConfig, from_dict
-from inat_cnn.data.raw import build_raw_dataset
 from inat_cnn.files import write_json
 from inat_cnn.stage_runner import run_stage, seed_param
 
 
 def main(params: dict) -> None:
     cfg = from_dict(DataConfig, params.get("data"), "data")
+    # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
+    # value fails at once instead of after seconds of imports.
+    from inat_cnn.data.raw import build_raw_dataset
+
     report = build_raw_dataset(cfg, seed_param(params), Path("data/raw"), Path("data/downloads"))
     write_json("metrics/download.json", report)
 

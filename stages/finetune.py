@@ -2,15 +2,9 @@
 
 from pathlib import Path
 
-from inat_cnn.checkpoint import ModelSpec
 from inat_cnn.config import EvaluateConfig, FinetuneConfig, LoggingConfig, from_dict
-from inat_cnn.data.loaders import read_split_csv
-from inat_cnn.evaluate import evaluate_checkpoint
 from inat_cnn.files import write_json
-from inat_cnn.models.pretrained import apply_strategy, build_pretrained, count_params, param_groups
-from inat_cnn.models.size import measured_flops
 from inat_cnn.stage_runner import run_stage, seed_param
-from inat_cnn.train import seed_everything, train_on_split
 
 SPLIT = Path("data/split")
 CHECKPOINT = Path("models/finetune.pt")
@@ -21,6 +15,15 @@ def main(params: dict) -> None:
     eval_cfg = from_dict(EvaluateConfig, params.get("evaluate"), "evaluate")
     logging = from_dict(LoggingConfig, params.get("logging"), "logging")
     seed = seed_param(params)
+    # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
+    # value fails at once instead of after seconds of imports.
+    from inat_cnn.checkpoint import ModelSpec
+    from inat_cnn.data.loaders import read_split_csv
+    from inat_cnn.evaluate import evaluate_checkpoint
+    from inat_cnn.models.pretrained import apply_strategy, build_pretrained, count_params, param_groups
+    from inat_cnn.models.size import measured_flops
+    from inat_cnn.train import seed_everything, train_on_split
+
     class_names = read_split_csv(SPLIT / "train.csv").class_names()
 
     seed_everything(seed)

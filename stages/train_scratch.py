@@ -3,14 +3,9 @@
 from dataclasses import asdict
 from pathlib import Path
 
-from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
 from inat_cnn.config import LoggingConfig, ScratchModelConfig, TrainConfig, from_dict
-from inat_cnn.data.loaders import Preprocessing, read_split_csv
 from inat_cnn.files import write_json
-from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.models.size import format_layer_table, size_report
 from inat_cnn.stage_runner import run_stage, seed_param
-from inat_cnn.train import seed_everything, train_on_split
 
 SPLIT = Path("data/split")
 
@@ -20,6 +15,14 @@ def main(params: dict) -> None:
     train_cfg = from_dict(TrainConfig, params.get("train"), "train")
     logging = from_dict(LoggingConfig, params.get("logging"), "logging")
     seed = seed_param(params)
+    # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
+    # value fails at once instead of after seconds of imports.
+    from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
+    from inat_cnn.data.loaders import Preprocessing, read_split_csv
+    from inat_cnn.models.scratch import ScratchCNN
+    from inat_cnn.models.size import format_layer_table, size_report
+    from inat_cnn.train import seed_everything, train_on_split
+
     class_names = read_split_csv(SPLIT / "train.csv").class_names()
 
     seed_everything(seed)

@@ -92,4 +92,4 @@ def test_a_stage_with_a_bad_param_exits_2_at_once_with_one_clear_line(tmp_path: 
     assert proc.stderr.strip().splitlines() == [
         "error: params: train.optimizer = 'adamx' is not allowed; expected one of adam, adamw, sgd"
     ]
-    assert elapsed < 10  # the import of torch dominates; no data is read, nothing is trained
+    assert elapsed < 2  # params are checked before torch and the library are even imported
