@@ -93,3 +93,40 @@ def test_a_stage_with_a_bad_param_exits_2_at_once_with_one_clear_line(tmp_path: 
         "error: params: train.optimizer = 'adamx' is not allowed; expected one of adam, adamw, sgd"
     ]
     assert elapsed < 2  # params are checked before torch and the library are even imported
+
+
+def _every_key():
+    """(class, section, key) for every key of every params section, nested ones included."""
+    import dataclasses
+
+    def walk(cls, section):
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+                yield from ((c, s, k, (f.name,) + path) for c, s, k, path in walk(f.default_factory, f"{section}.{f.name}"))
+            else:
+                yield cls, section, f"{section}.{f.name}", (f.name,)
+
+    for cls, section in ((DataConfig, "data"), (ScratchModelConfig, "model"), (TrainConfig, "train"),
+                         (FinetuneConfig, "finetune"), (EvaluateConfig, "evaluate"), (LoggingConfig, "logging")):
+        for _, _, key, path in walk(cls, section):
+            yield pytest.param(cls, section, key, path, id=key)
+
+
+@pytest.mark.parametrize("cls, section, key, path", list(_every_key()))
+def test_every_key_rejects_a_value_of_the_wrong_kind_naming_the_key(cls, section, key, path):
+    values: dict = {}
+    node = values
+    for name in path[:-1]:
+        node = node.setdefault(name, {})
+    node[path[-1]] = {"not": "valid"}  # a mapping is the wrong kind for every leaf key
+    with pytest.raises(ConfigError, match=rf"params: {key} = {{'not': 'valid'}} is not allowed; expected "):
+        from_dict(cls, values, section)
+
+
+@pytest.mark.parametrize("seed", [-1, "42", 1.5, True])
+def test_the_seed_must_be_a_non_negative_integer(seed):
+    from inat_cnn.errors import UserError
+    from inat_cnn.stage_runner import seed_param
+
+    with pytest.raises(UserError, match=rf"params: seed = {seed!r} is not allowed"):
+        seed_param({"seed": seed})
