@@ -7,6 +7,7 @@ import sys
 
 from . import __version__
 from .errors import UserError
+from .sweep import add_sweep_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print a JSON list of {path, top: [{class, probability}]}")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
     predict.set_defaults(func=_predict)
+    add_sweep_commands(sub)
     return parser
 
 

@@ -1,0 +1,161 @@
+"""``reports/sweep.md`` and ``plots/sweep/``: the ranked experiments, the best configuration and the
+``dvc exp apply`` command that brings it back, the parameter-importance table and the figures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .files import write_text
+from .sweep_results import (
+    available_metrics, importance, metric_value, parse_exp_show, parse_metric, swept_columns, value_label,
+)
+from .viz.sweep import plot_importance, plot_metric_vs_created, plot_parallel_coordinates
+
+
+
+# ---------------------------------------------------------------------------------- the report
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value_label(value)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def sweep_report(
+    exp_show_json: list,
+    metric: str,
+    out_dir: Path,
+    report_md: Path,
+    *,
+    keys: Sequence[str] | None = None,
+    higher_is_better: bool = True,
+    top: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Rank the finished experiments of ``dvc exp show --json`` by ``metric`` (FILE:KEY) and write
+    ``out_dir``/{metric_vs_created,parallel_coordinates,importance}.png, importance.csv and
+    ``report_md``. ``keys`` (a sweep's params) limits which params count as swept; otherwise
+    every param that varies does. Returns the counts, the best experiment and the importance rows.
+
+    Failed, queued and running experiments are skipped and counted, as are finished ones without
+    the metric. Importance: Spearman's rank correlation of each swept param with the metric
+    (categorical params coded by order of first appearance, so only its size means something
+    there) and a seeded random forest's impurity importance on the params (categorical params
+    one-hot, their columns' importances summed), like W&B's parameter-importance panel.
+    """
+    parse_metric(metric)
+    out_dir, report_md = Path(out_dir), Path(report_md)
+    exps = parse_exp_show(exp_show_json)
+    counts = {s: sum(e.status == s for e in exps) for s in ("success", "failed", "queued", "running")}
+    finished = [e for e in exps if e.status == "success"]
+    for e in finished:
+        e.value = metric_value(e, metric)
+    used = sorted((e for e in finished if e.value is not None), key=lambda e: (e.timestamp or "", e.name))
+    without = [e for e in finished if e.value is None]
+    if not used:
+        if without:
+            raise UserError(
+                f"sweep report: none of the {len(without)} finished experiment(s) has {metric}; "
+                f"metrics they have: {', '.join(available_metrics(without)) or 'none'}"
+            )
+        raise UserError(
+            f"sweep report: no finished experiments; run dvc queue start "
+            f"({counts['queued']} queued, {counts['running']} running, {counts['failed']} failed)"
+        )
+    ranked = sorted(used, key=lambda e: -e.value if higher_is_better else e.value)  # type: ignore[operator]
+    best = ranked[0]
+    columns = swept_columns(used, keys)
+    rows: list[dict[str, Any]] = []
+    if len(used) >= 2 and columns:
+        rows = importance(columns, np.array([e.value for e in used], dtype=float), seed)
+    elif len(used) < 2:
+        note = "only 1 finished experiment: no parameter importance is possible"
+    else:
+        note = "no param varies across the finished experiments: nothing to rank"
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_metric_vs_created(used, metric, higher_is_better, out_dir / "metric_vs_created.png")
+    plot_parallel_coordinates(used, columns, metric, out_dir / "parallel_coordinates.png")
+    figures = ["metric_vs_created.png", "parallel_coordinates.png"]
+    csv = ["param,kind,distinct_values,spearman,rf_importance"]
+    csv += [f"{r['param']},{r['kind']},{r['distinct_values']},{'' if r['spearman'] is None else r['spearman']},{r['rf_importance']}" for r in rows]
+    write_text(out_dir / "importance.csv", "\n".join(csv) + "\n")
+    if rows:
+        plot_importance(rows, metric, out_dir / "importance.png")
+        figures.append("importance.png")
+    elif (out_dir / "importance.png").exists():
+        (out_dir / "importance.png").unlink()  # a stale figure from an earlier, larger sweep
+
+    swept = [c.key for c in columns]
+    short = metric.rsplit(":", 1)[1]
+    failed = [e.name for e in exps if e.status == "failed"]
+    md = [
+        "# Sweep report",
+        "",
+        f"Metric: `{metric}` ({'higher' if higher_is_better else 'lower'} is better).",
+        "",
+        f"Experiments: {len(used)} used, {counts['failed']} failed, {counts['queued']} queued, "
+        f"{counts['running']} running" + (f", {len(without)} finished without the metric" if without else "") + ".",
+    ]
+    if failed:
+        md += ["", "Failed (see `dvc queue logs NAME`): " + ", ".join(f"`{n}`" for n in failed)]
+    ties = [e.name for e in ranked[1:] if e.value == best.value]
+    tied = f" (tied with {', '.join(ties)}; the earliest is shown)" if ties else ""
+    md += ["", "## Best configuration", "", f"**{best.name}**: {short} = {best.value:.4g}{tied}", ""]
+    md += [_table(["param", "value"], [(k, best.params.get(k)) for k in swept]) if swept else "(no param varies)"]
+    md += ["", "Bring its params, metrics and outputs into the workspace:", "", "```bash", f"dvc exp apply {best.name}", "```"]
+    md += ["", f"## Top {min(top, len(ranked))} of {len(ranked)}", ""]
+    md += [_table(["rank", "experiment", short, *swept],
+                  [(i, e.name, e.value, *(e.params.get(k) for k in swept)) for i, e in enumerate(ranked[:top], 1)])]
+    md += ["", "## Parameter importance", ""]
+    if rows:
+        md += [
+            _table(["param", "kind", "values", "Spearman ρ", "RF importance"],
+                   [(r["param"], r["kind"], r["distinct_values"], "n/a" if r["spearman"] is None else f"{r['spearman']:+.3f}",
+                     f"{r['rf_importance']:.3f}")
+                    for r in rows]),
+            "",
+            (
+                "Spearman ρ: rank correlation of the param with the metric (a categorical param is coded by "
+                "order of first appearance, so only |ρ| means something there; n/a where the metric is constant). "
+                "RF importance: a seeded random forest's impurity importance, summed over a categorical "
+                "param's one-hot columns; they add up to 1 (all 0 when the metric is constant)."
+            ),
+        ]
+        if len({e.value for e in used}) == 1:
+            md += ["", f"Every experiment has the same {short}: nothing can be attributed to a param."]
+    else:
+        md += [note + "."]
+    rel = Path(os.path.relpath(out_dir, report_md.parent))
+    md += ["", "## Figures", ""] + [f"![{name[:-4]}]({(rel / name).as_posix()})" for name in figures]
+    write_text(report_md, "\n".join(md) + "\n")
+    return {
+        "metric": metric,
+        "used": len(used),
+        "failed": counts["failed"],
+        "queued": counts["queued"],
+        "running": counts["running"],
+        "without_metric": len(without),
+        "failed_names": failed,
+        "best": {"name": best.name, "rev": best.rev, "value": best.value, "params": {k: best.params.get(k) for k in swept}},
+        "swept": swept,
+        "importance": rows,
+        "figures": [str(out_dir / f) for f in figures],
+        "report": str(report_md),
+    }
+
+

@@ -1,0 +1,212 @@
+"""Reading a sweep's results from ``dvc exp show --json``, and which params mattered.
+
+:func:`parse_exp_show` turns DVC's JSON into :class:`Experiment` rows (finished, failed, queued or
+running); :func:`swept_columns` finds the params that vary; :func:`importance` gives each one's
+Spearman correlation with the metric and a random-forest importance, as W&B's panel does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+DEFAULT_METRIC = "metrics/evaluate_scratch.json:accuracy"
+
+
+def parse_metric(metric: Any, where: str = "metric") -> tuple[str, str]:
+    """``"metrics/x.json:test.accuracy"`` -> ``("metrics/x.json", "test.accuracy")``."""
+    if not isinstance(metric, str) or ":" not in metric or metric.endswith(":") or metric.startswith(":"):
+        raise UserError(f"{where} = {metric!r}; expected FILE:KEY, e.g. {DEFAULT_METRIC}")
+    file, key = metric.rsplit(":", 1)
+    return file, key
+
+
+
+# --------------------------------------------------------------------- reading dvc exp show --json
+
+
+@dataclass
+class Experiment:
+    """One row of ``dvc exp show --json``: its status, flattened params and metrics."""
+
+    name: str
+    rev: str
+    status: str  # success | failed | queued | running
+    timestamp: str | None
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    value: float | None = None  # the ranked metric, once looked up
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: data}
+
+
+def _status(entry: dict, rev: dict) -> str:
+    """DVC 3.x puts the state in ``executor.state`` (queued, running, success, failed); older
+    versions in a ``status`` field (Queued, Running, Success, Failed). A failed run also carries
+    ``error: {"msg": "Experiment run failed"}`` on its rev."""
+    executor = entry.get("executor") or {}
+    state = executor.get("state") or rev.get("status") or (rev.get("data") or {}).get("status")
+    state = str(state).lower() if state else ""
+    if state in ("queued", "running", "failed"):
+        return state
+    return "failed" if rev.get("error") else "success"
+
+
+def parse_exp_show(rows: list) -> list[Experiment]:
+    """Every experiment under every commit of ``dvc exp show --json`` (baselines are not experiments)."""
+    if not isinstance(rows, list):
+        raise UserError("sweep: `dvc exp show --json` did not return a list; is this DVC 3?")
+    found = []
+    for row in rows:
+        for entry in row.get("experiments") or []:
+            revs = entry.get("revs") or []
+            if not revs:
+                continue
+            rev = revs[0]
+            data = rev.get("data") or {}
+            params: dict[str, Any] = {}
+            for file, content in (data.get("params") or {}).items():
+                flat = _flatten((content or {}).get("data") or {})
+                params.update(flat if file == "params.yaml" else {f"{file}:{k}": v for k, v in flat.items()})
+            metrics = {file: (content or {}).get("data") for file, content in (data.get("metrics") or {}).items()}
+            name = rev.get("name") or entry.get("name") or str(rev.get("rev", "?"))[:7]
+            found.append(Experiment(name, rev.get("rev", ""), _status(entry, rev), data.get("timestamp"), params, metrics))
+    return found
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):  # 1e-05 as YAML 1.1 reads it
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def metric_value(exp: Experiment, metric: str) -> float | None:
+    file, key = parse_metric(metric)
+    node: Any = exp.metrics.get(file)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return _number(node)
+
+
+def available_metrics(exps: Iterable[Experiment]) -> list[str]:
+    names: set[str] = set()
+    for exp in exps:
+        for file, data in exp.metrics.items():
+            names.update(f"{file}:{k}" for k, v in _flatten(data or {}).items() if _number(v) is not None)
+    return sorted(names)
+
+
+# ------------------------------------------------------------------------------ param analysis
+
+
+def hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+def value_label(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+@dataclass
+class Column:
+    """One swept param over the used experiments: numeric (ints, floats), boolean or categorical."""
+
+    key: str
+    values: list[Any]
+    kind: str = ""
+    levels: list[Any] = field(default_factory=list)  # categorical/boolean: distinct values
+
+    def __post_init__(self) -> None:
+        numbers = [_number(v) for v in self.values]
+        if all(isinstance(v, bool) for v in self.values):
+            self.kind, self.levels = "boolean", [False, True]
+        elif all(n is not None for n in numbers):
+            self.kind = "numeric"
+            self.values = numbers
+        else:
+            self.kind = "categorical"
+            self.levels = list(dict.fromkeys(hashable(v) for v in self.values))  # order of first appearance
+
+    def ordinal(self) -> np.ndarray:
+        """Numbers for a rank correlation: the value, 0/1, or the level's order of first appearance."""
+        if self.kind == "numeric":
+            return np.asarray(self.values, dtype=float)
+        return np.asarray([self.levels.index(hashable(v)) for v in self.values], dtype=float)
+
+    def design(self) -> tuple[np.ndarray, list[str]]:
+        """Columns for the random forest: the value, 0/1, or one-hot (one column per level)."""
+        if self.kind != "categorical":
+            return self.ordinal()[:, None], [self.key]
+        codes = self.ordinal().astype(int)
+        return np.eye(len(self.levels))[codes], [f"{self.key}={value_label(level)}" for level in self.levels]
+
+
+def swept_columns(exps: Sequence[Experiment], keys: Sequence[str] | None = None) -> list[Column]:
+    """The params that vary across ``exps`` (restricted to ``keys``, in their order, when given)."""
+    candidates = list(keys) if keys else sorted({k for e in exps for k in e.params})
+    columns = []
+    for key in candidates:
+        values = [e.params.get(key) for e in exps]
+        if len({hashable(v) for v in values}) > 1:
+            columns.append(Column(key, values))
+    return columns
+
+
+def importance(columns: Sequence[Column], y: np.ndarray, seed: int = 0) -> list[dict[str, Any]]:
+    """Per swept param: the Spearman rank correlation with the metric and a random-forest
+    importance (impurity decrease, summed over a categorical param's one-hot columns), sorted by
+    importance. Spearman is None where it is undefined (the metric or the param is constant)."""
+    from scipy.stats import spearmanr
+    from sklearn.ensemble import RandomForestRegressor
+
+    blocks = [c.design()[0] for c in columns]
+    forest = RandomForestRegressor(n_estimators=200, random_state=seed).fit(np.hstack(blocks), y)
+    per_column = forest.feature_importances_
+    rows, start = [], 0
+    for column, block in zip(columns, blocks):
+        share = float(per_column[start:start + block.shape[1]].sum())
+        start += block.shape[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConstantInputWarning: reported as None
+            rho = spearmanr(column.ordinal(), y).statistic
+        rows.append({
+            "param": column.key,
+            "kind": column.kind,
+            "distinct_values": len(set(map(hashable, column.values))),
+            "spearman": None if rho is None or not math.isfinite(rho) else float(rho),
+            "rf_importance": share if math.isfinite(share) else 0.0,
+        })
+    return sorted(rows, key=lambda r: -r["rf_importance"])
+
+

@@ -1,0 +1,464 @@
+"""Sweeps: the sweep file, grid and random choice, -S values, the report, and a real queued sweep."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, TINY_PARAMS, copy_project, run, set_params, tool_env
+from PIL import Image
+
+from inat_cnn.errors import UserError
+from inat_cnn.sweep import Sweep, add_sweep_commands, format_value, grid, load_sweep, queue_experiments, sample
+from inat_cnn.sweep_report import sweep_report
+from inat_cnn.sweep_results import parse_exp_show
+
+METRIC = "metrics/evaluate_scratch.json:accuracy"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ------------------------------------------------------------------------------ the sweep file
+
+
+def test_the_shipped_sweep_files_load():
+    scratch = load_sweep(REPO / "sweeps/scratch.yaml")
+    assert list(scratch.params) == [
+        "model.filters", "model.filter_organisation", "model.activation", "model.batch_norm", "model.dropout",
+        "train.augment", "model.dense_units", "train.lr", "train.batch_size",
+    ]
+    assert scratch.params["train.lr"] == [1e-2, 1e-3, 1e-4]
+    assert scratch.params["model.batch_norm"] == [True, False]
+    assert scratch.size == 3 * 3 * 4 * 2 * 2 * 2 * 3 * 3 * 2 == 5184
+    assert (scratch.metric, scratch.goal, scratch.targets) == (METRIC, "maximize", ("evaluate_scratch",))
+    finetune = load_sweep(REPO / "sweeps/finetune.yaml")
+    assert finetune.metric == "metrics/finetune.json:test.accuracy" and finetune.targets == ("finetune",)
+    assert finetune.params["finetune.arch"] == ["efficientnet_lite0"] and finetune.size == 18
+
+
+def test_a_sweep_file_reads_1e_4_as_a_number_and_defaults_the_rest(tmp_path):
+    sweep = load_sweep(write(tmp_path / "s.yaml", "params:\n  train.lr: [1e-4, 1.0e-3, 3]\n  model.activation: [relu]\n"))
+    assert sweep.params == {"train.lr": [1e-4, 1e-3, 3], "model.activation": ["relu"]}
+    assert all(isinstance(v, (int, float)) for v in sweep.params["train.lr"])
+    assert (sweep.metric, sweep.goal, sweep.targets) == (METRIC, "maximize", ())
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (None, "no such sweep file"),
+        ("- a\n- b\n", "mapping"),
+        ("metric: a.json:b\n", "'params' must be a non-empty mapping"),
+        ("params: {}\n", "'params' must be a non-empty mapping"),
+        ("params:\n  train.lr: []\n", "train.lr has an empty list"),
+        ("params:\n  train.lr: 0.001\n", "train.lr = 0.001 must be a list"),
+        ("params:\n  lr: [0.1]\n", "'lr' is not of the form section.key"),
+        ("params:\n  train.lr: [0.1, 0.1]\n", "lists a value twice"),
+        ("params:\n  train.lr: [0.1]\nmethod: grid\n", "unknown key 'method'"),
+        ("params:\n  train.lr: [0.1]\nmetric: accuracy\n", "expected FILE:KEY"),
+        ("params:\n  train.lr: [0.1]\ngoal: best\n", "goal = 'best'"),
+        ("params:\n  train.lr: [0.1]\ntargets: {a: 1}\n", "targets"),
+        ("params: [\n", "not valid YAML"),
+    ],
+)
+def test_load_sweep_errors_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "sweep.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        load_sweep(path)
+    assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------------ choosing configurations
+
+SPACE = Sweep(params={"train.lr": [0.1, 0.01, 0.001], "model.activation": ["relu", "gelu"], "model.batch_norm": [True, False], "model.filters": [8, 16]})
+
+
+def test_grid_is_the_cartesian_product_in_file_order_last_key_fastest():
+    configs = grid(SPACE)
+    assert len(configs) == SPACE.size == 3 * 2 * 2 * 2
+    assert len({json.dumps(c) for c in configs}) == len(configs)
+    assert configs[0] == {"train.lr": 0.1, "model.activation": "relu", "model.batch_norm": True, "model.filters": 8}
+    assert configs[1]["model.filters"] == 16 and configs[-1]["train.lr"] == 0.001
+    assert all(list(c) == list(SPACE.params) for c in configs)
+
+
+def test_sample_is_seeded_distinct_and_drawn_from_the_grid():
+    full = [json.dumps(c) for c in grid(SPACE)]
+    picked = sample(SPACE, 10, seed=3)
+    keys = [json.dumps(c) for c in picked]
+    assert len(picked) == 10 and len(set(keys)) == 10 and set(keys) <= set(full)
+    assert sample(SPACE, 10, seed=3) == picked
+    assert sample(SPACE, 10, seed=4) != picked
+
+
+def test_sample_larger_than_the_grid_is_the_whole_grid_in_a_seeded_order(capsys):
+    picked = sample(SPACE, 100, seed=0)
+    assert sorted(json.dumps(c) for c in picked) == sorted(json.dumps(c) for c in grid(SPACE))
+    assert picked != grid(SPACE) and picked == sample(SPACE, 100, seed=0)
+    assert "the grid's 24 configurations" in capsys.readouterr().out
+    with pytest.raises(UserError, match="positive"):
+        sample(SPACE, 0)
+
+
+def test_sample_of_a_huge_grid_does_not_build_it():
+    huge = Sweep(params={f"s.k{i}": list(range(10)) for i in range(12)})  # 10^12 configurations
+    picked = sample(huge, 5, seed=1)
+    assert len({json.dumps(c) for c in picked}) == 5 and all(len(c) == 12 for c in picked)
+
+
+# ---------------------------------------------------------------------------------- -S values
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, False, 32, 0, -3, 0.3, 1e-3, 1e-4, 1e-05, 2.5e-7, 1e20, 100.0, "relu", "same", "efficientnet_lite0",
+     "a b", "true", "null", "yes", "1e-4", "x,y", [32, 64, 128], ["a", "b"], None],
+)
+def test_set_param_values_read_back_with_their_type(value):
+    """What `-S key=VALUE` carries: YAML (what a stage reads) and Hydra (what DVC parses) agree."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    text = format_value(value)
+    for parsed in (yaml.safe_load(text), OverridesParser.create().parse_override(f"k={text}").value()):
+        assert parsed == value and type(parsed) is type(value), (value, text, parsed)
+
+
+def test_set_param_values_reject_what_cannot_be_written():
+    for bad in (float("nan"), {"a": 1}, "it's \"quoted\""):
+        with pytest.raises(UserError):
+            format_value(bad)
+
+
+def test_queue_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):
+    configs = [{"train.lr": 1e-4, "model.batch_norm": False}, {"train.lr": 0.01, "model.batch_norm": True}]
+    cmds = queue_experiments(configs, repo=tmp_path, dry_run=True, name_prefix="lr", targets=["evaluate_scratch"])
+    assert cmds[0] == ["dvc", "exp", "run", "--queue", "evaluate_scratch", "-n", "lr-1",
+                       "-S", "train.lr=0.0001", "-S", "model.batch_norm=false"]
+    assert cmds[1][6] == "lr-2" and "train.lr=0.01" in cmds[1]
+    out = capsys.readouterr().out
+    assert "would queue 2/2: dvc exp run --queue evaluate_scratch -n lr-2" in out
+    assert not any(tmp_path.iterdir())
+    assert "-n" not in queue_experiments(configs, repo=tmp_path, dry_run=True)[0]
+
+
+def test_queue_outside_a_dvc_repository_is_a_user_error(tmp_path, monkeypatch):
+    for key, value in tool_env().items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match=r"failed with exit code .* after 0 queued"):
+        queue_experiments([{"train.lr": 0.1}], repo=tmp_path)
+
+
+def test_the_cli_commands_parse(tmp_path, monkeypatch, capsys):
+    parser = argparse.ArgumentParser(prog="inat-cnn")
+    add_sweep_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "report"])
+    assert (args.metric, args.sweep, args.out, args.md, args.top, args.minimize) == (None, None, "plots/sweep", "reports/sweep.md", 10, False)
+    args = parser.parse_args(["sweep", "queue", str(REPO / "sweeps/scratch.yaml"), "--method", "random", "--n", "3", "--dry-run", "--name-prefix", "s"])
+    assert (args.method, args.n, args.seed, args.dry_run, args.name_prefix) == ("random", 3, 0, True, "s")
+    monkeypatch.chdir(tmp_path)
+    args.func(args)
+    out = capsys.readouterr().out
+    assert "a grid of 5184; queueing 3 (random) with targets evaluate_scratch" in out
+    assert out.count("would queue") == 3 and "-n s-3" in out
+
+
+# ----------------------------------------------------------------------- the report, synthetic
+
+BASE = {
+    "seed": 42,
+    "model": {"blocks": 3, "filters": 8, "activation": "relu", "batch_norm": True, "dropout": 0.3},
+    "train": {"lr": 0.001, "epochs": 2, "batch_size": 8, "augment": True},
+}
+
+
+def params_with(**dotted) -> dict:
+    params = copy.deepcopy(BASE)
+    for key, value in dotted.items():
+        section, leaf = key.split("__")
+        params[section][leaf] = value
+    return params
+
+
+def experiment(name: str, params: dict, accuracy: float | None, state: str | None = "success",
+               timestamp: str | None = "2026-01-01T10:00:00", legacy_status: str | None = None) -> dict:
+    """One entry of a commit's "experiments", the shape `dvc exp show --json` (DVC 3.67) writes:
+    queued -> executor.state "queued"; running -> "running", timestamp null; failed -> "failed" and
+    the rev's error {"msg": "Experiment run failed"}, metrics files missing; a plain `dvc exp run`
+    has no executor. Older DVC wrote a "status" field (Success, Failed, Queued, Running) instead."""
+    rev = f"{abs(hash(name)):040x}"[:40]
+    metric_file = (
+        {"data": {"accuracy": accuracy, "macro_f1": accuracy, "num_images": 9}} if accuracy is not None
+        else {"error": {"type": "FileNotFoundError", "msg": "[Errno 2] No such file or directory: 'metrics/evaluate_scratch.json'"}}
+    )
+    entry = {
+        "rev": rev, "name": name,
+        "data": {"rev": rev, "timestamp": timestamp, "params": {"params.yaml": {"data": params}},
+                 "metrics": {"metrics/evaluate_scratch.json": metric_file, "metrics/split.json": {"data": {"total": {"train": 24}}}},
+                 "deps": {}, "outs": {}, "meta": {}},
+        "error": {"msg": "Experiment run failed", "type": ""} if state == "failed" else None,
+        "experiments": None,
+    }
+    if legacy_status:
+        entry["status"] = legacy_status
+    executor = None if state is None else {
+        "state": state, "name": "dvc-task",
+        "local": {"root": None, "log": None, "pid": None, "returncode": {"success": 0, "failed": 255}.get(state), "task_id": rev},
+    }
+    return {"revs": [entry], "executor": executor, "name": name}
+
+
+def exp_show(experiments: list[dict]) -> list[dict]:
+    """The whole `dvc exp show --json` list: the workspace row, then the baseline commit's row."""
+    workspace = {"rev": "workspace", "name": None, "data": {"rev": "workspace", "timestamp": None, "params": {"params.yaml": {"data": BASE}}, "metrics": {}, "deps": {}, "outs": {}, "meta": {}}, "error": None, "experiments": None}
+    baseline = {"rev": "f" * 40, "name": "master", "data": {"rev": "f" * 40, "timestamp": "2026-01-01T09:00:00", "params": {"params.yaml": {"data": BASE}}, "metrics": {}, "deps": {}, "outs": {}, "meta": {}}, "error": None, "experiments": experiments}
+    return [workspace, baseline]
+
+
+def synthetic_sweep() -> list[dict]:
+    """24 finished runs where a low lr clearly helps and the activation barely matters, plus one
+    failed, two queued (one the old way), one running and one finished without the metric."""
+    rng = np.random.default_rng(0)
+    runs = []
+    for i, (lr, act, bn) in enumerate(
+        (lr, act, bn) for lr in (0.01, 0.001, 0.0001) for act in ("relu", "gelu", "silu", "mish") for bn in (True, False)
+    ):
+        acc = 0.3 + 0.2 * [0.01, 0.001, 0.0001].index(lr) + 0.02 * rng.random()
+        runs.append(experiment(f"exp-{i + 1}", params_with(train__lr=lr, model__activation=act, model__batch_norm=bn), acc,
+                               timestamp=f"2026-01-01T10:{i:02d}:00", state="success" if i else None))
+    runs += [
+        experiment("broken", params_with(model__activation="swish"), None, "failed", "2026-01-01T09:59:00"),
+        experiment("waiting", params_with(train__lr=0.5), None, "queued", "2026-01-01T09:58:00"),
+        experiment("old-queued", params_with(train__lr=0.6), None, None, "2026-01-01T09:58:00", legacy_status="Queued"),
+        experiment("busy", params_with(train__lr=0.7), None, "running", None),
+        experiment("no-metric", params_with(train__lr=0.8), None, "success", "2026-01-01T11:00:00"),
+    ]
+    return exp_show(runs)
+
+
+def assert_png(path: Path) -> None:
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width >= 400 and img.height >= 200
+        assert len(np.unique(np.asarray(img.convert("L")))) > 10  # drawn, not blank
+
+
+def test_parse_exp_show_reads_names_states_params_and_metrics():
+    exps = {e.name: e for e in parse_exp_show(synthetic_sweep())}
+    assert {n: e.status for n, e in exps.items() if not n.startswith("exp-")} == {
+        "broken": "failed", "waiting": "queued", "old-queued": "queued", "busy": "running", "no-metric": "success"}
+    assert exps["exp-1"].status == "success" and exps["exp-1"].params["train.lr"] == 0.01
+    assert exps["exp-3"].params["model.activation"] == "gelu" and exps["exp-3"].timestamp == "2026-01-01T10:02:00"
+
+
+def test_report_ranks_counts_skipped_runs_and_ranks_the_params(tmp_path):
+    out, md = tmp_path / "plots/sweep", tmp_path / "reports/sweep.md"
+    result = sweep_report(synthetic_sweep(), METRIC, out, md)
+    assert (result["used"], result["failed"], result["queued"], result["running"], result["without_metric"]) == (24, 1, 2, 1, 1)
+    assert result["failed_names"] == ["broken"]
+    best = result["best"]
+    assert best["params"]["train.lr"] == 0.0001 and best["value"] > 0.69
+    assert result["swept"] == ["model.activation", "model.batch_norm", "train.lr"]  # constant params are not swept
+    rows = {r["param"]: r for r in result["importance"]}
+    assert set(rows) == set(result["swept"])
+    assert result["importance"][0]["param"] == "train.lr" and rows["train.lr"]["rf_importance"] > 0.8
+    assert rows["train.lr"]["spearman"] < -0.9 and rows["train.lr"]["kind"] == "numeric"
+    assert rows["model.activation"]["kind"] == "categorical" and rows["model.batch_norm"]["kind"] == "boolean"
+    assert abs(sum(r["rf_importance"] for r in rows.values()) - 1.0) < 1e-6
+    for name in ("metric_vs_created.png", "parallel_coordinates.png", "importance.png"):
+        assert_png(out / name)
+    csv = (out / "importance.csv").read_text().splitlines()
+    assert csv[0] == "param,kind,distinct_values,spearman,rf_importance" and csv[1].startswith("train.lr,numeric,3,-0.9")
+    text = md.read_text()
+    assert f"**{best['name']}**" in text and f"dvc exp apply {best['name']}" in text
+    assert "24 used, 1 failed, 2 queued, 1 running, 1 finished without the metric" in text
+    assert "`broken`" in text and "dvc queue logs" in text
+    assert "## Top 10 of 24" in text and "| train.lr | numeric | 3 |" in text
+    assert "](../plots/sweep/importance.png)" in text
+
+
+def test_report_restricted_to_the_sweep_keys_and_minimising(tmp_path):
+    result = sweep_report(synthetic_sweep(), METRIC, tmp_path / "p", tmp_path / "r.md", keys=["train.lr", "model.filters"], higher_is_better=False)
+    assert result["swept"] == ["train.lr"]  # model.filters never varied
+    assert result["best"]["params"] == {"train.lr": 0.01}
+    assert "lower is better" in (tmp_path / "r.md").read_text()
+
+
+def test_report_of_one_experiment_says_importance_is_impossible(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p/importance.png").write_bytes(b"stale")
+    rows = exp_show([experiment("only", params_with(train__lr=0.1), 0.5), experiment("q", BASE, None, "queued")])
+    result = sweep_report(rows, METRIC, tmp_path / "p", tmp_path / "r.md")
+    assert (result["used"], result["queued"], result["importance"], result["best"]["name"]) == (1, 1, [], "only")
+    text = (tmp_path / "r.md").read_text()
+    assert "only 1 finished experiment: no parameter importance is possible" in text and "dvc exp apply only" in text
+    assert not (tmp_path / "p/importance.png").exists()
+    assert_png(tmp_path / "p/metric_vs_created.png")
+    assert_png(tmp_path / "p/parallel_coordinates.png")
+
+
+def test_report_without_finished_experiments_or_without_the_metric_is_a_user_error(tmp_path):
+    waiting = exp_show([experiment("q", BASE, None, "queued"), experiment("f", BASE, None, "failed")])
+    with pytest.raises(UserError, match=r"no finished experiments; run dvc queue start \(1 queued, 0 running, 1 failed\)"):
+        sweep_report(waiting, METRIC, tmp_path / "p", tmp_path / "r.md")
+    with pytest.raises(UserError, match=r"has metrics/finetune.json:test.accuracy; metrics they have: .*evaluate_scratch.json:accuracy"):
+        sweep_report(synthetic_sweep(), "metrics/finetune.json:test.accuracy", tmp_path / "p", tmp_path / "r.md")
+    with pytest.raises(UserError, match="FILE:KEY"):
+        sweep_report(synthetic_sweep(), "accuracy", tmp_path / "p", tmp_path / "r.md")
+    assert not (tmp_path / "r.md").exists()
+
+
+# ------------------------------------------------------------------------ a real queued sweep
+
+
+class QueueWatch(threading.Thread):
+    """Follows a running queue from a background thread, 4 times a second, noting for each
+    experiment when its log appears, when train_scratch starts, when evaluate_scratch's lock is
+    written, and when its result ref (refs/exps/.../NAME) is committed. Best effort for the log
+    part: its place (.dvc/tmp/exps/run/<task>/<task>.out) is DVC's internals."""
+
+    def __init__(self, repo: Path):
+        super().__init__(daemon=True)
+        self.repo, self.events, self.halt = repo, {}, threading.Event()
+
+    def note(self, name: str, event: str, now: float) -> None:
+        self.events.setdefault(name, {}).setdefault(event, now)
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        for log in (self.repo / ".dvc/tmp/exps/run").glob("*/*.out"):
+            text = log.read_text(errors="replace")
+            found = re.match(r"Reproducing experiment '([^']+)'", text)
+            if not found:
+                continue
+            self.note(found.group(1), "log", now)
+            if "Running stage 'train_scratch'" in text:
+                self.note(found.group(1), "stages_start", now)
+            tail = text.split("Running stage 'evaluate_scratch'", 1)
+            if len(tail) == 2 and "Updating lock file" in tail[1]:
+                self.note(found.group(1), "stages_end", now)
+        refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=self.repo,
+                              capture_output=True, text=True, check=False).stdout.split()
+        for ref in refs:
+            self.note(ref.rsplit("/", 1)[-1], "committed", now)
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.poll()
+            time.sleep(0.25)
+
+    def stage_seconds(self, names: list[str]) -> float | None:
+        spans = [self.events.get(n, {}) for n in names]
+        if not all("stages_start" in s and "stages_end" in s for s in spans):
+            return None
+        return sum(s["stages_end"] - s["stages_start"] for s in spans)
+
+
+def start_queue(repo: Path, log: Path) -> None:
+    """`dvc queue start -j 1`, its output to a file: the worker it detaches inherits stdout and
+    stderr, so with pipes (conftest.run) the call would only return once the queue is empty."""
+    with log.open("a") as out:
+        subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=tool_env(), stdout=out, stderr=out, check=True, timeout=120)
+
+
+def queue_statuses(repo: Path) -> dict[str, str]:
+    out = run(["dvc", "queue", "status"], repo).stdout
+    rows = [line.split() for line in out.splitlines()]  # task, name, created (06:22 PM), status
+    return {r[1]: r[-1] for r in rows if len(r) >= 5 and r[-1] in ("Queued", "Running", "Success", "Failed")}
+
+
+def wait_for(repo: Path, names: list[str], timeout: float = 600) -> dict[str, str]:
+    """Poll `dvc queue status` every 3 s (one call costs ~1 CPU-second) until ``names`` are done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = queue_statuses(repo)
+        if all(status.get(n) in ("Success", "Failed") for n in names):
+            return status
+        time.sleep(3)
+    raise AssertionError(f"the queue did not finish {names} in {timeout:.0f} s: {queue_statuses(repo)}")
+
+
+@pytest.mark.e2e
+def test_a_queued_sweep_runs_only_the_scratch_stages_and_is_reported(tmp_path, monkeypatch, capsys, request):
+    for key, value in tool_env().items():  # queue_experiments runs dvc from this process
+        monkeypatch.setenv(key, value)
+    repo = tmp_path / "project"
+    repo.mkdir()
+    copy_project(repo)
+    set_params(repo, TINY_PARAMS)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "project copy"], repo)
+    run(["dvc", "repro", "stratified_split"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "data stages"], repo)  # queued runs start from this commit's dvc.lock
+
+    sweep = load_sweep(write(tmp_path / "tiny.yaml", "targets: [evaluate_scratch]\nparams:\n  train.lr: [1e-2, 1e-3, 1e-4]\n"))
+    queue_experiments(grid(sweep), repo=repo, name_prefix="lr", targets=sweep.targets)
+    names = ["lr-1", "lr-2", "lr-3"]
+    watch = QueueWatch(repo)
+    watch.start()
+    request.addfinalizer(watch.halt.set)
+    start = time.monotonic()
+    start_queue(repo, tmp_path / "queue.log")
+    status = wait_for(repo, names)
+    assert [status[n] for n in names] == ["Success"] * 3, status
+    wall = max(watch.events[n]["committed"] for n in names) - start
+
+    # One that fails: the stage rejects the activation (exit 2); the queue keeps its log.
+    queue_experiments([{"model.activation": "swish"}], repo=repo, name_prefix="bad", targets=sweep.targets)
+    start_queue(repo, tmp_path / "queue.log")
+    assert wait_for(repo, ["bad-1"])["bad-1"] == "Failed"
+
+    failed_log = run(["dvc", "queue", "logs", "bad-1"], repo).stdout
+    assert "model.activation = 'swish' is not allowed" in failed_log, failed_log
+
+    for name in names:
+        log = run(["dvc", "queue", "logs", name], repo).stdout
+        assert "Running stage 'train_scratch'" in log and "Running stage 'evaluate_scratch'" in log, log
+        for stage in ("download", "stratified_split", "finetune"):
+            assert f"Running stage '{stage}'" not in log, log
+        assert "Stage 'download' didn't change, skipping" in log or "restored" in log, log
+
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = {e.name: e for e in parse_exp_show(rows)}
+    assert {exps[n].status for n in names} == {"success"} and exps["bad-1"].status == "failed"
+    assert sorted(exps[n].params["train.lr"] for n in names) == [1e-4, 1e-3, 1e-2]
+
+    monkeypatch.chdir(repo)  # the CLI's report runs `dvc exp show --json` in the cwd
+    parser = argparse.ArgumentParser(prog="inat-cnn")
+    add_sweep_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "report", "--sweep", str(tmp_path / "tiny.yaml")])
+    args.func(args)
+    assert "3 experiments used, 1 failed, 0 queued, 0 running" in capsys.readouterr().out
+    for name in ("metric_vs_created.png", "parallel_coordinates.png", "importance.png"):
+        assert_png(repo / "plots/sweep" / name)
+    text = (repo / "reports/sweep.md").read_text()
+    best = re.search(r"dvc exp apply (lr-\d)", text)
+    assert best and f"**{best.group(1)}**" in text and "`bad-1`" in text
+    assert (repo / "plots/sweep/importance.csv").read_text().splitlines()[1].startswith("train.lr,numeric,3,")
+    run(["dvc", "queue", "stop"], repo, check=False)
+
+    stages = watch.stage_seconds(names)
+    with capsys.disabled():
+        print(f"\n3-experiment queue (dvc queue start -j 1 until the 3rd result is committed): {wall:.1f} s, {wall / 3:.1f} s each")
+        for name in names:
+            print(f"  {name}: " + ", ".join(f"{k} at {v - start:.1f} s" for k, v in watch.events.get(name, {}).items()))
+        if stages is not None:
+            print(f"  stage commands train_scratch + evaluate_scratch: {stages:.1f} s ({stages / wall:.0%}); "
+                  f"DVC (worker start, temp workspace, checkout, commit): {wall - stages:.1f} s ({1 - stages / wall:.0%})")
+        else:
+            print("  stage times unavailable: the queue's logs were not where this test looks (DVC internals)")
