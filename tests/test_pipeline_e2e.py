@@ -95,3 +95,14 @@ def test_an_experiment_with_another_lr_shows_its_own_metrics(repo: Path):
     data = names["lr-1e-4"]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 1e-4
     assert "accuracy" in json.dumps(data["metrics"]["metrics/evaluate_scratch.json"])
+
+
+def test_a_finetune_experiment_with_freeze_all_trains_the_head_only(repo: Path):
+    out = run(["dvc", "exp", "run", "-S", "finetune.strategy=freeze_all", "-n", "ft-freeze-all"], repo).stdout
+    assert "Running stage 'finetune'" in out and "Running stage 'train_scratch'" not in out
+    assert "freeze_all" in out
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    revs = {r["name"]: r for row in rows for e in (row.get("experiments") or []) for r in e.get("revs", [])}
+    finetune = revs["ft-freeze-all"]["data"]["metrics"]["metrics/finetune.json"]["data"]
+    assert finetune["strategy"] == "freeze_all"
+    assert finetune["trainable_params"] == 1280 * 3 + 3  # EfficientNet-Lite0's head for the 3 classes
