@@ -43,7 +43,7 @@ def seed_everything(seed: int) -> None:
 
 def select_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("params: device = 'cuda' but no CUDA device is available; use auto or cpu")
+        raise ConfigError("params: train.device / finetune.device = 'cuda' but no CUDA device is available here; use auto or cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
