@@ -46,7 +46,7 @@ SEED = 0
 # ----------------------------------------------------------------------------- images
 
 
-def _photo_like(rng: np.random.Generator) -> "Image.Image":
+def _photo_like(rng: np.random.Generator):
     """An 800x600 RGB image with photo-like JPEG statistics: gradient, blobs, shapes, sensor noise."""
     from PIL import Image, ImageDraw, ImageFilter
 
