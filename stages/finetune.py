@@ -18,7 +18,7 @@ def main(params: dict) -> None:
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
     from inat_cnn.checkpoint import ModelSpec
-    from inat_cnn.data.loaders import read_split_csv
+    from inat_cnn.data.split import read_split_csv
     from inat_cnn.evaluate import evaluate_checkpoint
     from inat_cnn.models.pretrained import apply_strategy, build_pretrained, count_params, param_groups
     from inat_cnn.models.size import measured_flops

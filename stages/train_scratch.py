@@ -18,7 +18,8 @@ def main(params: dict) -> None:
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
     from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
-    from inat_cnn.data.loaders import Preprocessing, read_split_csv
+    from inat_cnn.data.loaders import Preprocessing
+    from inat_cnn.data.split import read_split_csv
     from inat_cnn.models.scratch import ScratchCNN
     from inat_cnn.models.size import format_layer_table, size_report
     from inat_cnn.train import seed_everything, train_on_split

@@ -128,7 +128,7 @@ def _lite0_checkpoint(path: Path, class_names: list[str], imagenet_head: bool = 
     ``class_names``, or the ImageNet head itself (``class_names`` = the 1000 ImageNet categories)."""
     pm = build_pretrained(LITE0, "DEFAULT", None if imagenet_head else len(class_names))
     spec = ModelSpec(LITE0, {"arch": LITE0}, class_names, pm.to_preprocessing())
-    save_checkpoint(path, pm.model, spec, epoch=0, metrics={})
+    save_checkpoint(path, pm.model.state_dict(), spec, epoch=0, metrics={})
     return path
 
 

@@ -16,7 +16,8 @@ from conftest import TINY_PARAMS, copy_project, run, set_params, tool_env
 from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
 from inat_cnn.data.loaders import Preprocessing
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.data.loaders import ImageListDataset, eval_transform, read_split_csv, train_transform
+from inat_cnn.data.loaders import ImageListDataset, eval_transform, train_transform
+from inat_cnn.data.split import read_split_csv
 from inat_cnn.train import ResumeState, fit, run_fingerprint, seed_everything
 from test_train import FAST_TRAIN, SMALL_MODEL, prepare, synthetic_raw  # noqa: F401  (fixture)
 

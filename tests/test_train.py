@@ -11,8 +11,8 @@ from PIL import Image
 
 from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec, load_model, save_checkpoint
 from inat_cnn.config import EvaluateConfig, ScratchModelConfig, SyntheticConfig, TrainConfig
-from inat_cnn.data.loaders import Preprocessing, eval_transform, read_split_csv, train_transform
-from inat_cnn.data.split import stratified_split, write_split
+from inat_cnn.data.loaders import Preprocessing, eval_transform, train_transform
+from inat_cnn.data.split import read_split_csv, stratified_split, write_split
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.errors import UserError
 from inat_cnn.evaluate import evaluate_checkpoint
@@ -84,7 +84,7 @@ def test_checkpoint_round_trip_and_evaluation_figures(tmp_path: Path, synthetic_
 def test_a_checkpoint_of_another_architecture_is_a_clear_error(tmp_path: Path):
     spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), ["a", "b"], Preprocessing((48, 48)))
     other = ScratchCNN(replace(SMALL_MODEL, filters=8), 2)
-    save_checkpoint(tmp_path / "m.pt", other, spec, epoch=1, metrics={})
+    save_checkpoint(tmp_path / "m.pt", other.state_dict(), spec, epoch=1, metrics={})
     with pytest.raises(UserError, match=r"m.pt: weights do not fit this architecture: features.0.conv.weight"):
         load_model(tmp_path / "m.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -3,12 +3,13 @@
 A checkpoint is a dict saved with torch.save (written to a temp file, then renamed)::
 
     {"format": 1, "model_state", "arch", "model_config", "class_names", "preprocessing",
-     "epoch", "metrics", "optimizer_state", "scheduler_state"}
+     "epoch", "metrics"}
 
 ``arch`` is ``"scratch_cnn"`` for the from-scratch CNN (``model_config`` = the `model` params)
 or a pretrained architecture name (``model_config`` = {"arch": ...}); ``preprocessing`` is a
 :class:`~inat_cnn.data.loaders.Preprocessing` dict, so evaluate and predict use the checkpoint's
-own input size and normalisation.
+own input size and normalisation. The optimizer, scheduler and RNG progress of an unfinished run
+live in the resume file instead (see :class:`inat_cnn.train.ResumeState`).
 """
 
 from __future__ import annotations
@@ -52,36 +53,21 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 
 def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    spec: ModelSpec,
-    *,
-    epoch: int,
-    metrics: dict[str, Any],
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
+    path: str | Path, weights: dict[str, torch.Tensor], spec: ModelSpec, *, epoch: int, metrics: dict[str, Any]
 ) -> None:
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    """Write ``weights`` (a model's state dict) with everything needed to rebuild the model."""
     payload = {
         "format": FORMAT,
-        "model_state": state,
+        "model_state": {k: v.detach().cpu() for k, v in weights.items()},
         "arch": spec.arch,
         "model_config": spec.model_config,
         "class_names": list(spec.class_names),
         "preprocessing": spec.preprocessing.to_dict(),
         "epoch": epoch,
         "metrics": metrics,
-        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP / torch.compile wrappers (their state-dict keys are prefixed)."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

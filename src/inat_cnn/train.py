@@ -227,7 +227,7 @@ def fit(
             if log_epoch is not None:
                 log_epoch(row)
         if best_state is not None:  # ... and the best checkpoint
-            _save_best(checkpoint_path, model, best_state, spec, progress)
+            _save_best(checkpoint_path, best_state, spec, progress)
 
     while progress.epoch < cfg.epochs and not progress.stopped_early:
         epoch = progress.epoch + 1
@@ -266,7 +266,7 @@ def fit(
             progress.best_metrics = {"val_acc": va["acc"], "val_loss": va["loss"], "train_acc": tr["acc"], "train_loss": tr["loss"]}
             progress.bad_epochs = 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            _save_best(checkpoint_path, model, best_state, spec, progress)
+            _save_best(checkpoint_path, best_state, spec, progress)
         else:
             progress.bad_epochs += 1
             if progress.bad_epochs >= cfg.early_stop_patience:
@@ -292,12 +292,9 @@ def fit(
     )
 
 
-def _save_best(path: str | Path, model: nn.Module, best_state: dict[str, torch.Tensor], spec: ModelSpec, progress: _Progress) -> None:
+def _save_best(path: str | Path, best_state: dict[str, torch.Tensor], spec: ModelSpec, progress: _Progress) -> None:
     """Write the best weights so far as the stage's checkpoint (what evaluate and predict load)."""
-    current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    save_checkpoint(path, model, spec, epoch=progress.best_epoch, metrics=progress.best_metrics)
-    model.load_state_dict(current)
+    save_checkpoint(path, best_state, spec, epoch=progress.best_epoch, metrics=progress.best_metrics)
 
 
 def run_fingerprint(spec: ModelSpec, cfg: TrainConfig, seed: int, split_dir: Path, images_dir: Path) -> str:
@@ -338,7 +335,8 @@ def train_on_split(
     the params recorded with that run). With ``resume_path``, progress is saved there after every
     epoch and a killed run started again continues from its last complete epoch.
     """
-    from .data.loaders import ImageListDataset, eval_transform, read_split_csv, train_transform
+    from .data.loaders import ImageListDataset, eval_transform, train_transform
+    from .data.split import read_split_csv
 
     train_rows = read_split_csv(split_dir / "train.csv")
     val_rows = read_split_csv(split_dir / "val.csv")

@@ -81,12 +81,23 @@ def _stderr_captured() -> Iterator[list[str]]:
             captured.append(sink.read().decode(errors="replace"))
 
 
+def decode_rgb_bytes(data):
+    """Encoded image bytes (a uint8 tensor) -> uint8 (3, H, W), EXIF orientation applied.
+
+    The one decode call of the project: the download check and the training loader both use it.
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import to_dtype
+
+    image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)  # 16-bit PNG
+
+
 def _decode_checked(data, fmt: str):
     """Decode like the training loader; RuntimeError on an error or (JPEG) on a libjpeg damage warning."""
-    from torchvision.io import ImageReadMode, decode_image
-
     with _stderr_captured() as captured:
-        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        image = decode_rgb_bytes(data)
     text = "".join(captured)
     damage = _JPEG_DAMAGE.findall(text) if fmt == "JPEG" else []
     other = _JPEG_DAMAGE.sub("", text).strip()

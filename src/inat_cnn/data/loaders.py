@@ -9,18 +9,17 @@ own preprocessing.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.io import read_file
 from torchvision.transforms import v2
 
 from ..errors import UserError
-from .images import list_class_dirs, list_images
+from .images import decode_rgb_bytes, list_class_dirs, list_images
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,10 +74,9 @@ def train_transform(pre: Preprocessing, augment: bool) -> v2.Compose:
 def decode_rgb(path: str | Path) -> torch.Tensor:
     """Decode one image file to a uint8 (3, H, W) tensor (EXIF orientation applied); UserError if unreadable."""
     try:
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        return decode_rgb_bytes(read_file(str(path)))
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot be decoded as an image ({exc}); remove it or re-run the download stage") from exc
-    return image if image.dtype == torch.uint8 else v2.functional.to_dtype(image, torch.uint8, scale=True)  # 16-bit PNG
 
 
 class ImageListDataset(Dataset):
@@ -105,35 +103,6 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.raw_image(index)), self.items[index][1]
-
-
-@dataclass(frozen=True)
-class SplitRows:
-    path: Path
-    items: list[tuple[str, int]]
-    names: dict[int, str]  # label -> class name, as seen in this file
-
-    def class_names(self) -> list[str]:
-        """Class names indexed by label; the train split holds every class, so read them there."""
-        if sorted(self.names) != list(range(len(self.names))):
-            raise UserError(f"{self.path}: labels are not 0..N-1; re-run `dvc repro stratified_split`")
-        return [self.names[i] for i in range(len(self.names))]
-
-
-def read_split_csv(path: Path) -> SplitRows:
-    """Rows of a split CSV (header path,label,class_name)."""
-    if not path.is_file():
-        raise UserError(f"{path}: split file not found; run `dvc repro stratified_split` first")
-    items: list[tuple[str, int]] = []
-    names: dict[int, str] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            label = int(row["label"])
-            items.append((row["path"], label))
-            names[label] = row["class_name"]
-    if not items:
-        raise UserError(f"{path}: the split holds no images; check data/raw/train and re-run the split")
-    return SplitRows(path, items, names)
 
 
 def test_items(test_dir: Path, class_names: Sequence[str]) -> list[tuple[str, int]]:

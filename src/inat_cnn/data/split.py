@@ -9,8 +9,8 @@ Only directory listings are read; no image is decoded.
 from __future__ import annotations
 
 import csv
-import math
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -131,3 +131,34 @@ def write_split(result: SplitResult, out_dir: str | Path) -> dict[str, Any]:
     write_text(out_dir / "val.csv", _csv_text(result.val))
     return result.report()
 
+
+@dataclass(frozen=True)
+class SplitRows:
+    path: Path
+    items: list[tuple[str, int]]
+    names: dict[int, str]  # label -> class name, as seen in this file
+
+    def class_names(self) -> list[str]:
+        """Class names indexed by label; the train split holds every class, so read them there."""
+        if sorted(self.names) != list(range(len(self.names))):
+            raise UserError(f"{self.path}: labels are not 0..N-1; re-run `dvc repro stratified_split`")
+        return [self.names[i] for i in range(len(self.names))]
+
+
+def read_split_csv(path: Path) -> SplitRows:
+    """Rows of a split CSV (header path,label,class_name)."""
+    if not path.is_file():
+        raise UserError(f"{path}: split file not found; run `dvc repro stratified_split` first")
+    items: list[tuple[str, int]] = []
+    names: dict[int, str] = {}
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != CSV_HEADER:
+            raise UserError(f"{path}: expected the columns {','.join(CSV_HEADER)}; re-run `dvc repro stratified_split`")
+        for row in reader:
+            label = int(row["label"])
+            items.append((row["path"], label))
+            names[label] = row["class_name"]
+    if not items:
+        raise UserError(f"{path}: the split holds no images; check data/raw/train and re-run the split")
+    return SplitRows(path, items, names)
