@@ -1,31 +1,35 @@
 """Input-pipeline and training throughput of inat-cnn versus the reference student pipeline.
 
-One run measures, on the same synthetic full-size JPEGs (800x600, ~100-170 KB, ImageFolder
-layout), with the same batch size and device:
+One run measures, on the same generated full-size JPEGs (800x600, ~140 KB, ImageFolder layout),
+with the same model, batch size and device, each figure after warm-up:
 
   (a) loader only, baseline: torchvision ImageFolder + PIL decode + Resize((224, 224)) + ToTensor
-      + Normalize, DataLoader(num_workers=--workers, shuffle=True);
-  (b) loader only, project: inat_cnn ImageListDataset (torchvision.io decode) +
-      train_transform(Preprocessing((224, 224)), augment=True) through inat_cnn's make_loader;
-  (c) end-to-end training images/s with batches from (a) and from (b): the default ScratchCNN,
-      AdamW, forward + backward + step (the step of inat_cnn.train._Runner);
-  (d) the compute ceiling: the same model and step on a batch already in memory.
+      + Normalize, DataLoader(num_workers=--workers, shuffle=True), batches copied to the device;
+  (b) loader only, project: the prepared cache (the prepare stage's decode-once uint8 squares,
+      built here from the same JPEGs) read by inat_cnn's BatchLoader: uint8 batches on the device;
+  (b') the same plus the on-device BatchTransform (random resized crop, flip, colour jitter,
+      normalisation): everything the model's input needs;
+  (c) end-to-end training images/s of inat_cnn's training loop (train.Runner.epoch: forward,
+      backward, optimizer step, per-epoch host sync) fed by (a) and by (b');
+  (d) the compute ceiling: the same loop on one batch already on the device.
 
-Every figure is taken after --warmup-batches batches (worker start-up, allocator warm-up).
-Loaders are iterated epoch after epoch as training does (workers restart each epoch), so the
-loader figures include the per-epoch worker start-up. Run:  python benchmarks/throughput.py
+The default scratch CNN at 224 px, AdamW; on CUDA with bf16 autocast and channels_last (and
+torch.compile with --compile). Prints `loader ratio: (b)/(a)`, `end-to-end vs ceiling:
+(c project)/(d)`, and peak RSS. Run:  python benchmarks/throughput.py [--device cuda --batch-size 256]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +37,23 @@ import torch
 from torch import nn
 
 from inat_cnn.config import ScratchModelConfig, TrainConfig
-from inat_cnn.data.loaders import IMAGENET_MEAN, IMAGENET_STD, ImageListDataset, Preprocessing, make_loader, train_transform
+from inat_cnn.data.batches import BatchLoader
+from inat_cnn.data.prepared import open_prepared, prepare_dataset
+from inat_cnn.data.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchTransform,
+    Preprocessing,
+)
+from inat_cnn.data.split import Row, csv_text
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.train import _Runner, make_optimizer
+from inat_cnn.train import Runner, make_optimizer
 
 IMAGE_W, IMAGE_H = 800, 600
 JPEG_QUALITY = 90
 NUM_CLASSES = 10
 SEED = 0
+CACHE_SIZE = 256  # prepare.size
 
 
 # ----------------------------------------------------------------------------- images
@@ -72,11 +85,20 @@ def _photo_like(rng: np.random.Generator):
     return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
 
 
+def _write_photo(job: tuple[Path, int]) -> int:
+    """Write JPEG number ``i`` (its own seeded generator, so any worker makes the same file); return its size."""
+    images, i = job
+    buf = io.BytesIO()
+    _photo_like(np.random.default_rng([SEED, i])).save(buf, "JPEG", quality=JPEG_QUALITY)
+    (images / f"class_{i % NUM_CLASSES:02d}" / f"img_{i:05d}.jpg").write_bytes(buf.getvalue())
+    return buf.tell()
+
+
 def ensure_images(root: Path, n_images: int) -> tuple[Path, int, float]:
     """Generate (or reuse) ``n_images`` JPEGs over NUM_CLASSES class folders under ``root``/images."""
     images = root / "images"
     marker = root / "images.json"
-    spec = {"n": n_images, "w": IMAGE_W, "h": IMAGE_H, "q": JPEG_QUALITY, "classes": NUM_CLASSES, "seed": SEED, "v": 1}
+    spec = {"n": n_images, "w": IMAGE_W, "h": IMAGE_H, "q": JPEG_QUALITY, "classes": NUM_CLASSES, "seed": SEED, "v": 2}
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         files = sorted(images.rglob("*.jpg"))
         if len(files) == n_images:
@@ -86,15 +108,10 @@ def ensure_images(root: Path, n_images: int) -> tuple[Path, int, float]:
         marker.unlink()
     for old in images.rglob("*.jpg") if images.is_dir() else []:
         old.unlink()
-    rng = np.random.default_rng(SEED)
-    total = 0
-    for i in range(n_images):
-        folder = images / f"class_{i % NUM_CLASSES:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        _photo_like(rng).save(buf, "JPEG", quality=JPEG_QUALITY)
-        (folder / f"img_{i:05d}.jpg").write_bytes(buf.getvalue())
-        total += buf.tell()
+    for c in range(NUM_CLASSES):
+        (images / f"class_{c:02d}").mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        total = sum(pool.map(_write_photo, [(images, i) for i in range(n_images)], chunksize=8))
     marker.write_text(json.dumps(spec))
     print(f"generated {n_images} JPEGs in {time.perf_counter() - start:.1f}s under {images}", flush=True)
     return images, n_images, total / n_images
@@ -103,7 +120,7 @@ def ensure_images(root: Path, n_images: int) -> tuple[Path, int, float]:
 # ---------------------------------------------------------------------------- loaders
 
 
-def baseline_loader(images: Path, batch_size: int, workers: int, seed: int):
+def baseline_loader(images: Path, batch_size: int, workers: int, device: torch.device):
     """The reference student pipeline: ImageFolder + PIL + Resize((224,224)) + ToTensor + Normalize."""
     from torchvision import datasets, transforms
 
@@ -111,84 +128,73 @@ def baseline_loader(images: Path, batch_size: int, workers: int, seed: int):
         [transforms.Resize((224, 224)), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     )
     ds = datasets.ImageFolder(str(images), transform=tf)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, generator=generator)
+    generator = torch.Generator().manual_seed(SEED)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         generator=generator, pin_memory=device.type == "cuda")
+    while True:  # epoch after epoch, workers restarting each epoch as in training
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
-def project_loader(images: Path, batch_size: int, workers: int, seed: int, pin_memory: bool):
-    """inat_cnn's current train path: torchvision.io decode + v2 augmenting transform + make_loader."""
+def prepare_cache(images: Path, out: Path) -> tuple[Path, dict]:
+    """The prepare stage's cache of every JPEG (each split holds them all); returns its folder and report."""
     from torchvision import datasets
 
     samples = datasets.ImageFolder(str(images)).samples  # same files, same labels as the baseline
-    items = [(str(Path(p).relative_to(images)), label) for p, label in samples]
-    ds = ImageListDataset(images, items, train_transform(Preprocessing((224, 224)), augment=True))
-    return make_loader(ds, batch_size, shuffle=True, num_workers=workers, seed=seed, pin_memory=pin_memory)
+    rows = [Row(str(Path(p).relative_to(images)), label, f"class_{label:02d}") for p, label in samples]
+    split = out / "split"
+    split.mkdir(parents=True, exist_ok=True)
+    for name in ("train.csv", "val.csv"):
+        (split / name).write_text(csv_text(rows))
+    report = prepare_dataset(split, images, images, out / "prepared", size=CACHE_SIZE, workers=os.cpu_count() or 1)
+    return out / "prepared", report
 
 
-def endless(loader):
-    """Batches epoch after epoch (non-persistent workers restart each epoch, as in training)."""
-    while True:
+def project_loader(prepared: Path, batch_size: int, device: torch.device, augment: bool):
+    """inat_cnn's train path: BatchLoader over the memory-mapped cache (+ the on-device BatchTransform)."""
+    transform = BatchTransform(Preprocessing((224, 224), source_size=CACHE_SIZE), augment=True) if augment else None
+    loader = BatchLoader(open_prepared(prepared, "train"), batch_size, device, transform, shuffle=True)
+    for epoch in itertools.count():
+        loader.set_epoch(epoch)
         yield from loader
 
 
-def time_loader(loader, warmup: int, measure: int) -> float:
-    """Images/s of iterating ``loader`` alone for ``measure`` batches after ``warmup`` batches."""
-    it = endless(loader)
+def time_loader(batches, device: torch.device, warmup: int, measure: int) -> float:
+    """Images/s of drawing ``measure`` batches (after ``warmup``), synchronised with the device."""
     for _ in range(warmup):
-        next(it)
+        next(batches)
+    sync(device)
     seen, start = 0, time.perf_counter()
     for _ in range(measure):
-        x, _y = next(it)
+        x, _y = next(batches)
         seen += x.shape[0]
-    elapsed = time.perf_counter() - start
-    it.close()  # shuts the workers down
-    return seen / elapsed
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- training
 
 
 class Trainer:
-    """The default ScratchCNN + AdamW + cross-entropy, stepped like inat_cnn.train._Runner.epoch."""
+    """The default ScratchCNN, AdamW, cross-entropy, run by inat_cnn's training loop (train.Runner)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, args: argparse.Namespace) -> None:
         torch.manual_seed(SEED)
-        cfg = TrainConfig(device=device.type)  # AdamW, lr 1e-3; on CUDA: bf16 autocast + channels_last
-        self.runner = _Runner(ScratchCNN(ScratchModelConfig(), NUM_CLASSES), cfg, device)
-        self.runner.model.train()
+        cfg = TrainConfig(device=device.type, amp=args.amp, channels_last=not args.no_channels_last, compile=args.compile)
+        self.runner = Runner(ScratchCNN(ScratchModelConfig(), NUM_CLASSES), cfg, device)
         self.optimizer = make_optimizer(cfg, self.runner.model.parameters())
         self.loss_fn = nn.CrossEntropyLoss()
-        self.device = device
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        r = self.runner
-        x, y = r.batch(x, y)
-        with r.autocast():
-            loss = self.loss_fn(r.forward(x).float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        r.scaler.scale(loss).backward()
-        r.scaler.step(self.optimizer)
-        r.scaler.update()
-        return loss.detach()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
-
-def time_training(batches, device: torch.device, warmup: int, measure: int) -> float:
-    """Training images/s over ``measure`` steps after ``warmup`` steps; batches from an iterator."""
-    trainer = Trainer(device)
-    for _ in range(warmup):
-        trainer.step(*next(batches))
-    trainer.sync()
-    seen, start = 0, time.perf_counter()
-    for _ in range(measure):
-        x, y = next(batches)
-        trainer.step(x, y)
-        seen += x.shape[0]
-    trainer.sync()
-    return seen / (time.perf_counter() - start)
+    def images_per_s(self, batches, warmup: int, measure: int) -> float:
+        """Train on ``warmup`` batches, then time ``measure`` batches as one epoch of the real loop."""
+        self.runner.epoch(itertools.islice(batches, warmup), self.loss_fn, "warm-up", self.optimizer)
+        result = self.runner.epoch(itertools.islice(batches, measure), self.loss_fn, "timed", self.optimizer)
+        return result["images"] / result["seconds"]
 
 
 def repeat(batch):
@@ -218,11 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=200, help="number of 800x600 JPEGs (over 10 classes)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader num_workers for both pipelines")
+    p.add_argument("--workers", type=int, default=2, help="the baseline DataLoader's num_workers")
     p.add_argument("--warmup-batches", type=int, default=2)
     p.add_argument("--measure-batches", type=int, default=6, help="timed training steps per figure (c, d)")
     p.add_argument("--loader-batches", type=int, default=24, help="timed batches per loader-only figure (a, b)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="bf16", help="CUDA autocast dtype")
+    p.add_argument("--no-channels-last", action="store_true", help="CUDA: keep NCHW")
+    p.add_argument("--compile", action="store_true", help="CUDA: torch.compile the model")
     p.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()) / "inat_cnn_throughput",
                    help="where the JPEGs are generated and cached between runs")
     args = p.parse_args(argv)
@@ -231,47 +240,42 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     device = pick_device(args.device)
-    torch.manual_seed(SEED)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     images, generated, mean_bytes = ensure_images(args.out_dir, args.images)
-    pin = device.type == "cuda"
-    print(f"device {device} | torch {torch.__version__} | {torch.get_num_threads()} intra-op threads | "
-          f"{os.cpu_count()} CPUs | {args.images} JPEGs {IMAGE_W}x{IMAGE_H} q{JPEG_QUALITY}, mean {mean_bytes / 1024:.0f} KiB "
-          f"({'generated' if generated else 'cached'}) | batch {args.batch_size} | workers {args.workers} | "
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPUs"
+    print(f"device {device} ({name}) | torch {torch.__version__} | {torch.get_num_threads()} intra-op threads | "
+          f"{args.images} JPEGs {IMAGE_W}x{IMAGE_H} q{JPEG_QUALITY}, mean {mean_bytes / 1024:.0f} KiB "
+          f"({'generated' if generated else 'cached'}) | batch {args.batch_size} | baseline workers {args.workers} | "
+          f"amp {args.amp if device.type == 'cuda' else 'none'} | compile {args.compile and device.type == 'cuda'} | "
           f"warm-up {args.warmup_batches} | measured loader/train batches {args.loader_batches}/{args.measure_batches}",
           flush=True)
-
-    def mk_base():
-        return baseline_loader(images, args.batch_size, args.workers, SEED)
-
-    def mk_proj():
-        return project_loader(images, args.batch_size, args.workers, SEED, pin)
-
-    w, m, lm = args.warmup_batches, args.measure_batches, args.loader_batches
-    results: dict[str, float] = {}
-    results["a"] = time_loader(mk_base(), w, lm)
-    print(f"(a) loader only, baseline (ImageFolder + PIL + Resize):        {results['a']:8.1f} img/s", flush=True)
-    results["b"] = time_loader(mk_proj(), w, lm)
-    print(f"(b) loader only, project (ImageListDataset + make_loader):     {results['b']:8.1f} img/s", flush=True)
-    it = endless(mk_base())
-    results["c_base"] = time_training(it, device, w, m)
-    it.close()
-    print(f"(c) end-to-end training, baseline loader:                       {results['c_base']:8.1f} img/s", flush=True)
-    it = endless(mk_proj())
-    results["c_proj"] = time_training(it, device, w, m)
-    it.close()
-    print(f"(c) end-to-end training, project loader:                        {results['c_proj']:8.1f} img/s", flush=True)
-    g = torch.Generator().manual_seed(SEED)
-    batch = (torch.randn(args.batch_size, 3, 224, 224, generator=g),
-             torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g))
-    if pin:
-        batch = tuple(t.pin_memory() for t in batch)
-    results["d"] = time_training(repeat(batch), device, w, m)
-    print(f"(d) compute ceiling (same step, batch already in memory):       {results['d']:8.1f} img/s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="inat_cnn_cache_") as tmp:
+        prepared, report = prepare_cache(images, Path(tmp))
+        print(f"prepare (decode once, {CACHE_SIZE}px squares, {os.cpu_count()} threads): {report['images_per_s']:8.1f} img/s "
+              f"(once per dataset)", flush=True)
+        w, m, lm = args.warmup_batches, args.measure_batches, args.loader_batches
+        r: dict[str, float] = {}
+        r["a"] = time_loader(baseline_loader(images, args.batch_size, args.workers, device), device, w, lm)
+        print(f"(a)  loader only, baseline (ImageFolder + PIL + Resize):         {r['a']:10.1f} img/s", flush=True)
+        r["b"] = time_loader(project_loader(prepared, args.batch_size, device, augment=False), device, w, lm)
+        print(f"(b)  loader only, project (prepared cache -> uint8 on device):   {r['b']:10.1f} img/s", flush=True)
+        r["b_aug"] = time_loader(project_loader(prepared, args.batch_size, device, augment=True), device, w, lm)
+        print(f"(b') project loader + on-device augmentation and normalisation: {r['b_aug']:10.1f} img/s", flush=True)
+        r["c_base"] = Trainer(device, args).images_per_s(baseline_loader(images, args.batch_size, args.workers, device), w, m)
+        print(f"(c)  end-to-end training, baseline loader:                       {r['c_base']:10.1f} img/s", flush=True)
+        r["c_proj"] = Trainer(device, args).images_per_s(project_loader(prepared, args.batch_size, device, augment=True), w, m)
+        print(f"(c)  end-to-end training, project path (b'):                     {r['c_proj']:10.1f} img/s", flush=True)
+        g = torch.Generator().manual_seed(SEED)
+        batch = (torch.randn(args.batch_size, 3, 224, 224, generator=g).to(device),
+                 torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g).to(device))
+        r["d"] = Trainer(device, args).images_per_s(repeat(batch), w, m)
+        print(f"(d)  compute ceiling (same loop, one batch already on device):   {r['d']:10.1f} img/s", flush=True)
 
     own, children = peak_rss_mib()
-    print(f"loader ratio: {results['b'] / results['a']:.2f}")
-    print(f"end-to-end vs ceiling: {results['c_proj'] / results['d']:.2f}")
+    print(f"loader ratio: {r['b'] / r['a']:.2f}")
+    print(f"loader+augment ratio: {r['b_aug'] / r['a']:.2f}")
+    print(f"end-to-end vs ceiling: {r['c_proj'] / r['d']:.2f}")
+    print(f"end-to-end vs baseline end-to-end: {r['c_proj'] / r['c_base']:.2f}")
     print(f"peak RSS: {own + children:.0f} MiB (self {own:.0f} MiB + largest child {children:.0f} MiB)")
     print(f"total runtime: {time.perf_counter() - t0:.1f}s", flush=True)
     return 0

@@ -1,4 +1,4 @@
-"""evaluate_scratch stage: models/scratch.pt on the TEST folder -> metrics, confusion plot, figures."""
+"""evaluate_scratch stage: models/scratch.pt on the prepared TEST split -> metrics, confusion plot, figures."""
 
 from pathlib import Path
 
@@ -14,7 +14,7 @@ def main(params: dict) -> None:
     from inat_cnn.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
-        Path("models/scratch.pt"), Path("data/raw/test"), cfg,
+        Path("models/scratch.pt"), Path("data/prepared"), cfg,
         plots_dir=Path("plots/scratch"), live_dir=Path("dvclive/evaluate_scratch"),
     )
     print(f"test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} on {metrics['num_images']} images")

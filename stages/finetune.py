@@ -6,7 +6,7 @@ from inat_cnn.config import EvaluateConfig, FinetuneConfig, LoggingConfig, from_
 from inat_cnn.files import write_json
 from inat_cnn.stage_runner import run_stage, seed_param
 
-SPLIT = Path("data/split")
+PREPARED = Path("data/prepared")
 CHECKPOINT = Path("models/finetune.pt")
 
 
@@ -18,13 +18,15 @@ def main(params: dict) -> None:
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
     from inat_cnn.checkpoint import ModelSpec
-    from inat_cnn.data.split import read_split_csv
+    from inat_cnn.data.prepared import read_meta
+    from inat_cnn.distributed import is_main_process
     from inat_cnn.evaluate import evaluate_checkpoint
     from inat_cnn.models.pretrained import apply_strategy, build_pretrained, count_params, param_groups
     from inat_cnn.models.size import measured_flops
     from inat_cnn.train import seed_everything, train_on_split
 
-    class_names = read_split_csv(SPLIT / "train.csv").class_names()
+    meta = read_meta(PREPARED / "train")
+    class_names = meta["class_names"]
 
     seed_everything(seed)
     pm = build_pretrained(cfg.arch, cfg.weights, len(class_names))
@@ -34,16 +36,18 @@ def main(params: dict) -> None:
     print(f"{cfg.arch} ({pm.weights}), {cfg.strategy}: {counts['trainable']:,} of {counts['total']:,} parameters train; "
           f"blocks: {', '.join(name for name, _ in pm.blocks)}", flush=True)
 
-    spec = ModelSpec(cfg.arch, {"arch": cfg.arch}, class_names, pm.to_preprocessing())
+    spec = ModelSpec(cfg.arch, {"arch": cfg.arch}, class_names, pm.to_preprocessing(source_size=meta["size"]))
     result = train_on_split(
-        pm.model, spec, cfg, seed=seed, split_dir=SPLIT, images_dir=Path("data/raw/train"),
+        pm.model, spec, cfg, seed=seed, prepared_dir=PREPARED,
         checkpoint_path=CHECKPOINT, live_dir=Path("dvclive/finetune"),
         param_groups=param_groups(pm, cfg.strategy, cfg.lr, cfg.backbone_lr_factor),
         logging=logging, run_config={"seed": seed, "finetune": params.get("finetune")},
         resume_path=Path(".resume/finetune.pt"),
     )
+    if not is_main_process():  # under torchrun, rank 0 evaluates and writes the outputs
+        return
     test = evaluate_checkpoint(
-        CHECKPOINT, Path("data/raw/test"), eval_cfg,
+        CHECKPOINT, PREPARED, eval_cfg,
         plots_dir=Path("plots/finetune"), live_dir=Path("dvclive/finetune_evaluate"),
     )
     print(f"test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} on {test['num_images']} images")

@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
-
 from conftest import SHARED
-from inat_cnn.config import DataConfig
-from inat_cnn.data.images import check_image, list_class_dirs
-from inat_cnn.data.loaders import ImageListDataset, Preprocessing, decode_rgb, eval_transform, make_loader
-from inat_cnn.data.loaders import test_items as list_test_split
-from inat_cnn.data.raw import build_raw_dataset
-from inat_cnn.errors import UserError
+from PIL import Image, ImageOps
 from test_data_sources import inat_files, jpeg_bytes, write_tree
+
+from inat_cnn.config import DataConfig
+from inat_cnn.data.batches import BatchLoader
+from inat_cnn.data.images import check_image, decode_rgb, list_class_dirs
+from inat_cnn.data.prepared import open_prepared, prepare_dataset
+from inat_cnn.data.preprocessing import BatchTransform, Preprocessing
+from inat_cnn.data.raw import build_raw_dataset
+from inat_cnn.data.split import stratified_split, write_split
+from inat_cnn.errors import UserError
 
 ROOT = "inaturalist_12K/"  # the dataset sits one folder down, as in the real archive
 REAL_GIF = SHARED / "real_photos/hymenoptera/train/ants/imageNotFound.gif"
@@ -224,24 +226,28 @@ def test_decode_rgb_gives_uint8_for_16_bit_png(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- all of them at once
 
 
-def test_all_kinds_together_then_dataloader_workers(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_all_kinds_together_then_the_prepared_cache(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     """Every non-error kind in one source: the report lists exactly the skipped ones; everything
-    kept then goes through ImageListDataset + a 2-worker DataLoader without an error or a decoder warning."""
+    kept then goes through the split, the prepare stage's 2 decoding threads and the batch loader
+    without an error or a decoder warning."""
     cases = [c for c in CASES if c.outcome != "error"]
     report = build(make_source(tmp_path / "src", cases), tmp_path / "out", "skip")
     assert sorted(bad["path"] for bad in report["bad_files"]) == sorted(ROOT + c.path for c in cases if c.outcome == "skip")
     n_ok = sum(c.outcome == "ok" for c in cases)
     assert report["total"] == {"train": 6 + n_ok, "test": 4}
     capfd.readouterr()
-    pre = Preprocessing((32, 32))
-    for split in ("train", "test"):
-        root = tmp_path / "out/raw" / split
-        dataset = ImageListDataset(root, list_test_split(root, ["Aves", "Fungi"]), eval_transform(pre))
-        assert len(dataset) == report["total"][split] == sum(p.is_file() for p in root.rglob("*"))  # all of data/raw
-        loader = make_loader(dataset, batch_size=4, shuffle=False, num_workers=2, seed=0)
-        batches = list(loader)
-        images = torch.cat([x for x, _ in batches])
-        assert images.shape == (len(dataset), 3, 32, 32) and torch.isfinite(images).all()
+    raw = tmp_path / "out/raw"
+    write_split(stratified_split(raw / "train", 0.25, 0, raw / "test"), tmp_path / "split")
+    prepare_dataset(tmp_path / "split", raw / "train", raw / "test", tmp_path / "prepared", size=40, workers=2)
+    evaluate = BatchTransform(Preprocessing((32, 32), source_size=40), augment=False)
+    counts = {}
+    for split in ("train", "val", "test"):
+        prepared = open_prepared(tmp_path / "prepared", split)
+        counts[split] = len(prepared)
+        images = torch.cat([x for x, _ in BatchLoader(prepared, 4, torch.device("cpu"), evaluate)])
+        assert images.shape == (len(prepared), 3, 32, 32) and torch.isfinite(images).all()
         assert images.abs().max() < 3  # normalised: 16-bit values were scaled, not taken as 0..65535
+    assert counts["train"] + counts["val"] == report["total"]["train"] == sum(p.is_file() for p in (raw / "train").rglob("*"))
+    assert counts["test"] == report["total"]["test"] == sum(p.is_file() for p in (raw / "test").rglob("*"))
     err = capfd.readouterr().err
     assert "Corrupt JPEG" not in err and "Traceback" not in err, err

@@ -9,21 +9,35 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import prepare, train_small
 from torch import nn
 
 from inat_cnn.checkpoint import ModelSpec, load_model
-from inat_cnn.config import DataConfig, FinetuneConfig, ScratchModelConfig, SyntheticConfig, TrainConfig
-from inat_cnn.data import loaders  # not `from ... import test_items`: pytest would collect it as a test
-from inat_cnn.data.images import list_class_dirs, list_images
+from inat_cnn.config import (
+    DataConfig,
+    FinetuneConfig,
+    ScratchModelConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
+from inat_cnn.data.images import decode_rgb, list_class_dirs, list_images
+from inat_cnn.data.prepared import open_prepared
+from inat_cnn.data.preprocessing import BatchTransform, square_image
 from inat_cnn.data.raw import build_raw_dataset
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.evaluate import predict_probs
-from inat_cnn.models.pretrained import LITE0, PretrainedModel, apply_strategy, build_pretrained, param_groups
+from inat_cnn.models.pretrained import (
+    LITE0,
+    PretrainedModel,
+    apply_strategy,
+    build_pretrained,
+    param_groups,
+)
 from inat_cnn.train import FitResult, seed_everything, train_on_split
-from test_train import prepare, train_small
 
 SEED = 0
-CPU = {"num_workers": 0, "device": "cpu"}
+CPU = {"device": "cpu"}
+SIZE = 256  # prepare.size (lite0: 256 px resize, 224 px centre crop)
 
 
 def build_finetune(cfg: FinetuneConfig, names: list[str]) -> tuple[PretrainedModel, ModelSpec]:
@@ -31,13 +45,13 @@ def build_finetune(cfg: FinetuneConfig, names: list[str]) -> tuple[PretrainedMod
     seed_everything(SEED)
     pm = build_pretrained(cfg.arch, cfg.weights, len(names))
     apply_strategy(pm, cfg.strategy, cfg.trainable_blocks)
-    return pm, ModelSpec(cfg.arch, {"arch": cfg.arch}, names, pm.to_preprocessing())
+    return pm, ModelSpec(cfg.arch, {"arch": cfg.arch}, names, pm.to_preprocessing(source_size=SIZE))
 
 
 def run_finetune(pm: PretrainedModel, spec: ModelSpec, cfg: FinetuneConfig, root: Path, raw: Path) -> FitResult:
-    """Fine-tune on ``root/split`` (images in ``raw/train``), as the finetune stage does; checkpoint ``root/model.pt``."""
+    """Fine-tune on ``root/prepared``, as the finetune stage does; checkpoint ``root/model.pt``."""
     return train_on_split(
-        pm.model, spec, cfg, seed=SEED, split_dir=root / "split", images_dir=raw / "train",
+        pm.model, spec, cfg, seed=SEED, prepared_dir=root / "prepared",
         checkpoint_path=root / "model.pt", live_dir=root / "live",
         param_groups=param_groups(pm, cfg.strategy, cfg.lr, cfg.backbone_lr_factor),
     )
@@ -70,7 +84,7 @@ def lite0_run(tmp_path_factory) -> Lite0Run:
     raw = root / "raw"
     classes = ["circles", "squares", "stripes"]
     generate_synthetic(SyntheticConfig(train_per_class=8, test_per_class=1, min_side=64, max_side=112, classes=classes), SEED, raw)
-    _, names = prepare(root, raw, SEED)
+    _, names = prepare(root, raw, SEED, SIZE)
     cfg = FinetuneConfig(epochs=1, batch_size=8, lr=1e-2, strategy="freeze_first_k", trainable_blocks=1, **CPU)
     pm, spec = build_finetune(cfg, names)
     before = {name: _state(block) for name, block in pm.blocks}
@@ -111,7 +125,7 @@ def test_checkpoint_of_the_run_reloads_with_the_same_logits(lite0_run: Lite0Run)
     model, spec, ckpt = load_model(lite0_run.root / "model.pt")
     assert ckpt["arch"] == LITE0 and spec == lite0_run.spec and ckpt["epoch"] == 1
     image_path = next(iter(sorted((lite0_run.raw / "test").rglob("*.jpg"))))
-    x = loaders.eval_transform(spec.preprocessing)(loaders.decode_rgb(image_path))[None]
+    x = BatchTransform(spec.preprocessing, augment=False)(square_image(decode_rgb(image_path), SIZE)[None])
     trained = lite0_run.pm.model.eval()
     with torch.no_grad():
         expected, got = trained(x), model(x)
@@ -139,12 +153,9 @@ def _reduced_copy(src: Path, dst: Path, train_per_class: int) -> Path:
     return dst
 
 
-def _test_accuracy(checkpoint: Path, test_dir: Path) -> float:
+def _test_accuracy(checkpoint: Path, prepared: Path) -> float:
     model, spec, _ = load_model(checkpoint)
-    dataset = loaders.ImageListDataset(
-        test_dir, loaders.test_items(test_dir, spec.class_names), loaders.eval_transform(spec.preprocessing)
-    )
-    probs, labels = predict_probs(model, dataset, batch_size=50, device=torch.device("cpu"))
+    probs, labels = predict_probs(model, open_prepared(prepared, "test"), spec.preprocessing, batch_size=50, device=torch.device("cpu"))
     return float((probs.argmax(1) == labels).mean())
 
 
@@ -161,15 +172,15 @@ def test_flowers5_finetune_beats_scratch_on_the_same_budget(tmp_path: Path, real
 
     start = time.perf_counter()
     train_small(tmp_path / "scratch", raw, SCRATCH_64, TrainConfig(lr=1e-3, **BUDGET, **CPU), seed=SEED)
-    scratch = _test_accuracy(tmp_path / "scratch" / "model.pt", raw / "test")
+    scratch = _test_accuracy(tmp_path / "scratch" / "model.pt", tmp_path / "scratch" / "prepared")
     scratch_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    _, names = prepare(tmp_path / "finetune", raw, SEED)
+    _, names = prepare(tmp_path / "finetune", raw, SEED, SIZE)
     cfg = FinetuneConfig(lr=1e-3, strategy="freeze_first_k", trainable_blocks=2, **BUDGET, **CPU)
     pm, spec = build_finetune(cfg, names)
     run_finetune(pm, spec, cfg, tmp_path / "finetune", raw)
-    finetune = _test_accuracy(tmp_path / "finetune" / "model.pt", raw / "test")
+    finetune = _test_accuracy(tmp_path / "finetune" / "model.pt", tmp_path / "finetune" / "prepared")
     finetune_s = time.perf_counter() - start
 
     print(f"\nflowers5 test accuracy ({TRAIN_PER_CLASS}/class, {BUDGET}): scratch CNN {scratch:.3f} ({scratch_s:.0f} s), "

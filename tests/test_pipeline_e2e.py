@@ -23,10 +23,13 @@ def repo(tmp_path_factory) -> Path:
 
 
 def test_stage_deps_never_read_the_test_set_before_evaluation():
-    """Only evaluation-type stages may depend on data/raw/test (the dataset's own val/ folder)."""
+    """Only evaluation-type stages may depend on the test images (the dataset's own val/ folder);
+    prepare caches them (decode + resize only) in an out of their own, data/prepared/test."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    readers = {name for name, st in stages.items() if any(str(d).startswith("data/raw/test") or d == "data/raw" for d in st.get("deps", []))}
-    assert readers <= {"evaluate_scratch", "finetune", "compare"}, readers
+    test_data = ("data/raw/test", "data/raw", "data/prepared/test", "data/prepared")
+    readers = {name for name, st in stages.items() if any(str(d).startswith(test_data[0]) or d in test_data for d in st.get("deps", []))}
+    assert readers <= {"prepare", "evaluate_scratch", "finetune", "compare"}, readers
+    assert "data/prepared/test" not in stages["train_scratch"]["deps"] and "data/raw/test" not in stages["train_scratch"]["deps"]
 
 
 def test_data_stages_repro_then_nothing_changes_then_only_split_reruns(repo: Path):

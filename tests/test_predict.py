@@ -127,7 +127,7 @@ def _lite0_checkpoint(path: Path, class_names: list[str], imagenet_head: bool = 
     """An efficientnet_lite0 checkpoint with the ImageNet backbone and a new (untrained) head for
     ``class_names``, or the ImageNet head itself (``class_names`` = the 1000 ImageNet categories)."""
     pm = build_pretrained(LITE0, "DEFAULT", None if imagenet_head else len(class_names))
-    spec = ModelSpec(LITE0, {"arch": LITE0}, class_names, pm.to_preprocessing())
+    spec = ModelSpec(LITE0, {"arch": LITE0}, class_names, pm.to_preprocessing(source_size=256))
     save_checkpoint(path, pm.model.state_dict(), spec, epoch=0, metrics={})
     return path
 

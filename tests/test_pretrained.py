@@ -68,9 +68,11 @@ def _weights_recipe(pm):
 
 
 def _pipeline_recipe(pm):
-    from inat_cnn.data.loaders import eval_transform
+    """The project's path: the prepare stage's square (256 px), then the evaluation batch transform."""
+    from inat_cnn.data.preprocessing import BatchTransform, square_image
 
-    return eval_transform(pm.to_preprocessing())
+    transform = BatchTransform(pm.to_preprocessing(source_size=256), augment=False)
+    return lambda image: transform(square_image(image, 256)[None])[0]
 
 
 @pytest.mark.parametrize("recipe", [_weights_recipe, _pipeline_recipe], ids=["weights_recipe", "pipeline_eval_transform"])

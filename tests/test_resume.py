@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_PARAMS, copy_project, run, set_params, tool_env
+from test_train import FAST_TRAIN, SMALL_MODEL, SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
+
 from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
-from inat_cnn.data.loaders import Preprocessing
+from inat_cnn.data.prepared import open_prepared
+from inat_cnn.data.preprocessing import Preprocessing
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.data.loaders import ImageListDataset, eval_transform, train_transform
-from inat_cnn.data.split import read_split_csv
 from inat_cnn.train import ResumeState, fit, run_fingerprint, seed_everything
-from test_train import FAST_TRAIN, SMALL_MODEL, prepare, synthetic_raw  # noqa: F401  (fixture)
 
 
 class Interrupted(Exception):
@@ -28,20 +27,18 @@ class Interrupted(Exception):
 
 def _train(root: Path, raw: Path, cfg, *, resume: Path, stop_after: int | None = None):
     """Train through ``fit`` with a resume file; raise Interrupted during epoch ``stop_after + 1``."""
-    split, names = prepare(root, raw)
+    prepared, names = prepare(root, raw)
     seed_everything(0)
     model = ScratchCNN(SMALL_MODEL, len(names))
-    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw))
-    pre = spec.preprocessing
-    train_ds = ImageListDataset(raw / "train", read_split_csv(split / "train.csv").items, train_transform(pre, cfg.augment))
-    val_ds = ImageListDataset(raw / "train", read_split_csv(split / "val.csv").items, eval_transform(pre))
+    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw, source_size=SMALL_SIZE))
 
     def log(row):  # called before that epoch's state is saved
         if stop_after is not None and row["epoch"] > stop_after:
             raise Interrupted
 
-    state = ResumeState(resume, run_fingerprint(spec, cfg, 0, split, raw / "train"))
-    result = fit(model, spec, train_ds, val_ds, cfg, seed=0, checkpoint_path=root / "model.pt", log_epoch=log, resume=state)
+    state = ResumeState(resume, run_fingerprint(spec, cfg, 0, prepared))
+    result = fit(model, spec, open_prepared(prepared, "train"), open_prepared(prepared, "val"), cfg, seed=0,
+                 checkpoint_path=root / "model.pt", log_epoch=log, resume=state)
     return result, model
 
 

@@ -10,9 +10,15 @@ import torch
 from PIL import Image
 
 from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec, load_model, save_checkpoint
-from inat_cnn.config import EvaluateConfig, ScratchModelConfig, SyntheticConfig, TrainConfig
-from inat_cnn.data.loaders import Preprocessing, eval_transform, train_transform
-from inat_cnn.data.split import read_split_csv, stratified_split, write_split
+from inat_cnn.config import (
+    EvaluateConfig,
+    ScratchModelConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
+from inat_cnn.data.prepared import prepare_dataset, read_meta
+from inat_cnn.data.preprocessing import BatchTransform, Preprocessing
+from inat_cnn.data.split import stratified_split, write_split
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.errors import UserError
 from inat_cnn.evaluate import evaluate_checkpoint
@@ -20,22 +26,26 @@ from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.train import seed_everything, train_on_split
 
 SMALL_MODEL = ScratchModelConfig(blocks=4, filters=16, dense_units=64, dropout=0.1, input_size=64)
-FAST_TRAIN = TrainConfig(lr=3e-3, epochs=12, batch_size=16, num_workers=0, early_stop_patience=12)
+FAST_TRAIN = TrainConfig(lr=3e-3, epochs=12, batch_size=16, early_stop_patience=12)
+SMALL_SIZE = 80  # prepare.size for the 64 px models
 
 
-def prepare(root: Path, raw: Path, seed: int = 0) -> tuple[Path, list[str]]:
-    """Split ``raw/train`` into ``root/split``; return the split folder and the class names."""
-    write_split(stratified_split(raw / "train", 0.25, seed, raw / "test"), root / "split")
-    return root / "split", read_split_csv(root / "split" / "train.csv").class_names()
+def prepare(root: Path, raw: Path, seed: int = 0, size: int = SMALL_SIZE) -> tuple[Path, list[str]]:
+    """As the stratified_split and prepare stages do: split ``raw/train`` into ``root/split`` and cache
+    every split in ``root/prepared`` (kept when already there); return that folder and the class names."""
+    if not (root / "prepared").is_dir():
+        write_split(stratified_split(raw / "train", 0.25, seed, raw / "test"), root / "split")
+        prepare_dataset(root / "split", raw / "train", raw / "test", root / "prepared", size=size, workers=2)
+    return root / "prepared", read_meta(root / "prepared" / "train")["class_names"]
 
 
 def train_small(root: Path, raw: Path, model_cfg=SMALL_MODEL, train_cfg=FAST_TRAIN, seed: int = 0):
-    split, names = prepare(root, raw, seed)
+    prepared, names = prepare(root, raw, seed)
     seed_everything(seed)
     model = ScratchCNN(model_cfg, len(names))
-    spec = ModelSpec(SCRATCH_ARCH, asdict(model_cfg), names, Preprocessing(model_cfg.input_hw))
+    spec = ModelSpec(SCRATCH_ARCH, asdict(model_cfg), names, Preprocessing(model_cfg.input_hw, source_size=SMALL_SIZE))
     result = train_on_split(
-        model, spec, train_cfg, seed=seed, split_dir=split, images_dir=raw / "train",
+        model, spec, train_cfg, seed=seed, prepared_dir=prepared,
         checkpoint_path=root / "model.pt", live_dir=root / "live",
     )
     return result, spec
@@ -68,7 +78,7 @@ def test_checkpoint_round_trip_and_evaluation_figures(tmp_path: Path, synthetic_
     assert ckpt["metrics"]["val_acc"] == pytest.approx(result.best_val_acc)
 
     plots = tmp_path / "plots"
-    metrics = evaluate_checkpoint(tmp_path / "model.pt", synthetic_raw / "test",
+    metrics = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared",
                                   EvaluateConfig(guided_backprop_neurons=4), plots_dir=plots, live_dir=tmp_path / "ev")
     assert metrics["num_images"] == 24 and set(metrics["per_class"]) == {"a", "b", "c", "d"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -93,14 +103,16 @@ def test_a_checkpoint_of_another_architecture_is_a_clear_error(tmp_path: Path):
 
 
 def test_augmentation_only_on_the_train_split():
-    pre = Preprocessing((32, 48))
-    image = torch.randint(0, 256, (3, 60, 80), dtype=torch.uint8)
-    assert torch.equal(eval_transform(pre)(image), eval_transform(pre)(image))
-    torch.manual_seed(0)
-    a = train_transform(pre, augment=True)(image)
-    b = train_transform(pre, augment=True)(image)
-    assert a.shape == b.shape == (3, 32, 48) and not torch.equal(a, b)
-    assert torch.equal(train_transform(pre, augment=False)(image), eval_transform(pre)(image))
+    pre = Preprocessing((32, 48), source_size=64)
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
+    evaluate = BatchTransform(pre, augment=False)
+    assert torch.equal(evaluate(images), evaluate(images))  # no randomness
+    train = BatchTransform(pre, augment=True)
+    a = train(images, train.draw(4, torch.Generator().manual_seed(0)))
+    b = train(images, train.draw(4, torch.Generator().manual_seed(1)))
+    assert a.shape == b.shape == (4, 3, 32, 48) and not torch.equal(a, b)
+    assert torch.equal(a, train(images, train.draw(4, torch.Generator().manual_seed(0))))  # the seed fixes the draws
+    assert torch.equal(train(images), evaluate(images))  # without draws: the evaluation view
 
 
 def test_flowers5_short_training_beats_chance_on_its_test_folder(tmp_path: Path, real_photos: Path):
@@ -112,7 +124,7 @@ def test_flowers5_short_training_beats_chance_on_its_test_folder(tmp_path: Path,
     build_raw_dataset(DataConfig(source=str(real_photos / "flowers5")), 0, raw, tmp_path / "dl")
     model_cfg = ScratchModelConfig(blocks=4, filters=16, filter_organisation="double", dense_units=64, input_size=64)
     result, _ = train_small(tmp_path, raw, model_cfg, replace(FAST_TRAIN, epochs=6, lr=2e-3, batch_size=32))
-    metrics = evaluate_checkpoint(tmp_path / "model.pt", raw / "test", EvaluateConfig(guided_backprop_neurons=2),
+    metrics = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared", EvaluateConfig(guided_backprop_neurons=2),
                                   plots_dir=tmp_path / "plots", live_dir=tmp_path / "ev")
     print(f"flowers5 scratch: val {result.best_val_acc:.3f} test {metrics['accuracy']:.3f}")
     assert metrics["accuracy"] > 0.3, metrics["accuracy"]
@@ -126,11 +138,11 @@ def test_wandb_mirror_logs_offline_without_network(tmp_path: Path, synthetic_raw
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
     (tmp_path / "wandb_home").mkdir()
-    split, names = prepare(tmp_path, synthetic_raw)
+    prepared, names = prepare(tmp_path, synthetic_raw)
     model = ScratchCNN(SMALL_MODEL, len(names))
-    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw))
+    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw, source_size=SMALL_SIZE))
     train_on_split(
-        model, spec, replace(FAST_TRAIN, epochs=2), seed=0, split_dir=split, images_dir=synthetic_raw / "train",
+        model, spec, replace(FAST_TRAIN, epochs=2), seed=0, prepared_dir=prepared,
         checkpoint_path=tmp_path / "m.pt", live_dir=tmp_path / "live",
         logging=LoggingConfig(wandb=True), run_config={"train": {"lr": FAST_TRAIN.lr}},
     )

@@ -7,7 +7,7 @@ A checkpoint is a dict saved with torch.save (written to a temp file, then renam
 
 ``arch`` is ``"scratch_cnn"`` for the from-scratch CNN (``model_config`` = the `model` params)
 or a pretrained architecture name (``model_config`` = {"arch": ...}); ``preprocessing`` is a
-:class:`~inat_cnn.data.loaders.Preprocessing` dict, so evaluate and predict use the checkpoint's
+:class:`~inat_cnn.data.preprocessing.Preprocessing` dict, so evaluate and predict use the checkpoint's
 own input size and normalisation. The optimizer, scheduler and RNG progress of an unfinished run
 live in the resume file instead (see :class:`inat_cnn.train.ResumeState`).
 """
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import ScratchModelConfig, from_dict
-from .data.loaders import Preprocessing
+from .data.preprocessing import Preprocessing
 from .errors import UserError
 from .files import atomic_path
 

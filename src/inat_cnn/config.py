@@ -175,6 +175,18 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class PrepareConfig:
+    """The decode-once cache: every image as a ``size`` x ``size`` uint8 square (shorter side resized, centre)."""
+
+    size: int = 256
+    workers: int = 2  # decoding threads
+
+    def validate(self, s: str) -> None:
+        _check(16 <= self.size <= 2048, f"{s}.size", self.size, "an integer in [16, 2048]")
+        _check(self.workers >= 1, f"{s}.workers", self.workers, "an integer >= 1")
+
+
+@dataclass(frozen=True)
 class ScratchModelConfig:
     """The from-scratch CNN: `blocks` x (conv -> [BN] -> activation -> 2x2 max-pool) -> dense -> output."""
 
@@ -243,7 +255,6 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = True
     early_stop_patience: int = 5
-    num_workers: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # CUDA only; CPU always runs fp32
     channels_last: bool = True  # CUDA only
@@ -258,7 +269,6 @@ class TrainConfig:
         _check(self.weight_decay >= 0.0, f"{s}.weight_decay", self.weight_decay, "a number >= 0")
         _check(0.0 <= self.label_smoothing < 1.0, f"{s}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
         _check(self.early_stop_patience >= 1, f"{s}.early_stop_patience", self.early_stop_patience, "an integer >= 1")
-        _check(self.num_workers >= 0, f"{s}.num_workers", self.num_workers, "an integer >= 0")
 
 
 @dataclass(frozen=True)

@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .config import EvaluateConfig
-from .data.loaders import make_loader
-from .errors import ConfigError
+from .data.batches import BatchLoader
+from .data.prepared import PreparedSplit
+from .data.preprocessing import BatchTransform, Preprocessing
+from .errors import ConfigError, UserError
 
 
 @torch.no_grad()
 def predict_probs(
-    model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device, num_workers: int = 0
+    model: nn.Module, split: PreparedSplit, pre: Preprocessing, *, batch_size: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities (N, C) and true labels (N,) in dataset order."""
+    """Softmax probabilities (N, C) and true labels (N,) of a prepared split, in its order."""
     model.eval().to(device)
-    loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers, seed=0)
+    loader = BatchLoader(split, batch_size, device, BatchTransform(pre, augment=False))
     probs, labels = [], []
     for x, y in tqdm(loader, desc="predict", leave=False, mininterval=2.0):
-        probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
-        labels.append(y)
+        probs.append(torch.softmax(model(x).float(), dim=1).cpu())
+        labels.append(y.cpu())
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
@@ -71,14 +78,14 @@ def _first_activation(model: nn.Module) -> nn.Module:
 
 def evaluate_checkpoint(
     checkpoint_path: Path,
-    test_dir: Path,
+    prepared_dir: Path,
     cfg: EvaluateConfig,
     *,
     plots_dir: Path,
     live_dir: Path,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on the TEST folder; write the confusion plot data and every figure.
+    """Evaluate a checkpoint on the prepared TEST split; write the confusion plot data and every figure.
 
     Figures in ``plots_dir``: confusion_matrix.png, predictions_grid.png (one row per class,
     ``cfg.grid_cols`` images each), filters.png (first conv), feature_maps.png (first activation,
@@ -88,21 +95,29 @@ def evaluate_checkpoint(
     from dvclive import Live
 
     from .checkpoint import load_model
-    from .data.loaders import ImageListDataset, eval_transform, test_items
+    from .data.prepared import open_prepared
     from .train import select_device
     from .viz.filters import feature_map_grid, filter_grid
     from .viz.guided_backprop import guided_backprop, guided_backprop_grid, top_channels
-    from .viz.predictions import Prediction, confusion_matrix_png, prediction_grid, select_grid_samples
+    from .viz.predictions import (
+        Prediction,
+        confusion_matrix_png,
+        prediction_grid,
+        select_grid_samples,
+    )
     from .viz.probe import first_conv, layer_activations
 
     model, spec, ckpt = load_model(checkpoint_path)
     names = spec.class_names
-    dataset = ImageListDataset(test_dir, test_items(test_dir, names), eval_transform(spec.preprocessing))
-    if cfg.sample_index >= len(dataset):
+    test = open_prepared(prepared_dir, "test")
+    if test.class_names != list(names):
+        raise UserError(f"{prepared_dir}: classes {test.class_names} differ from {checkpoint_path}'s {names}")
+    pre = replace(spec.preprocessing, source_size=test.size)  # the checkpoint's view of this cache's squares
+    if cfg.sample_index >= len(test):
         raise ConfigError(
-            f"params: evaluate.sample_index = {cfg.sample_index} is not allowed; the test set has {len(dataset)} images"
+            f"params: evaluate.sample_index = {cfg.sample_index} is not allowed; the test set has {len(test)} images"
         )
-    probs, labels = predict_probs(model, dataset, batch_size=cfg.batch_size, device=select_device(device))
+    probs, labels = predict_probs(model, test, pre, batch_size=cfg.batch_size, device=select_device(device))
     model.cpu()
     preds = probs.argmax(1)
     metrics = classification_metrics(labels, preds, names)
@@ -117,15 +132,14 @@ def evaluate_checkpoint(
     plots_dir.mkdir(parents=True, exist_ok=True)
     confusion_matrix_png(cm, names, plots_dir / "confusion_matrix.png", title="test confusion matrix")
     rows = [
-        [Prediction(dataset.raw_image(i), int(labels[i]), int(preds[i]), float(probs[i, preds[i]])) for i in indices]
+        [Prediction(test.image(i), int(labels[i]), int(preds[i]), float(probs[i, preds[i]])) for i in indices]
         for indices in select_grid_samples(labels, len(names), cfg.grid_cols)
     ]
     prediction_grid(rows, names, plots_dir / "predictions_grid.png", cols=cfg.grid_cols, title="test predictions")
 
-    pre = spec.preprocessing
-    image, _ = dataset[cfg.sample_index]
+    image = BatchTransform(pre, augment=False)(test.image(cfg.sample_index)[None])[0]
     shown = (image * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]).clamp(0, 1)
-    sample_name = dataset.items[cfg.sample_index][0]
+    sample_name = test.paths[cfg.sample_index]
     conv = first_conv(model)
     filter_grid(conv.weight.detach().cpu(), plots_dir / "filters.png", title=f"first conv layer: {conv.out_channels} filters")
     feature_map_grid(

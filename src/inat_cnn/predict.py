@@ -1,8 +1,8 @@
 """Top-k class predictions of any checkpoint for image files and folders (`inat-cnn predict`).
 
 The checkpoint is loaded once with :func:`~inat_cnn.checkpoint.load_model`; every image goes
-through the checkpoint's own deterministic preprocessing (``eval_transform(spec.preprocessing)``,
-the transform val and test use), in batches. A folder stands for every JPEG/PNG file inside it,
+through the checkpoint's own deterministic preprocessing: the square the ``prepare`` stage
+caches (``square_image``), then the evaluation ``BatchTransform`` val and test use, in batches. A folder stands for every JPEG/PNG file inside it,
 recursively, in sorted order (hidden files and OS metadata left out). A missing or unreadable
 file, an empty folder or a ``top_k`` below 1 is a :class:`~inat_cnn.errors.UserError` naming it.
 """
@@ -14,8 +14,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from .data.images import IGNORED_NAMES, IMAGE_SUFFIXES, check_image
-from .data.loaders import decode_rgb, eval_transform
+from .data.images import IGNORED_NAMES, IMAGE_SUFFIXES, check_image, decode_rgb
+from .data.preprocessing import BatchTransform, square_image
 from .errors import UserError
 
 BATCH_SIZE = 32
@@ -47,13 +47,13 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def _load_image(path: Path, transform) -> torch.Tensor:
+def _load_square(path: Path, size: int) -> torch.Tensor:
     try:
         image = decode_rgb(path)
     except UserError as exc:
         reason = check_image(path) or str(exc.__cause__ or exc)  # the sharper reason: "not an image", "truncated JPEG" ...
         raise UserError(f"{path}: cannot be read as an image: {reason}; give intact JPEG or PNG files") from exc
-    return transform(image)
+    return square_image(image, size)
 
 
 @torch.no_grad()
@@ -76,12 +76,13 @@ def predict_images(
     model, spec, _ = load_model(checkpoint)
     dev = select_device(device)
     model.to(dev)
-    transform = eval_transform(spec.preprocessing)
+    transform = BatchTransform(spec.preprocessing, augment=False)
+    size = spec.preprocessing.source_size
     k = min(top_k, len(spec.class_names))
     results: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        x = torch.stack([_load_image(p, transform) for p in chunk]).to(dev)
+        x = transform(torch.stack([_load_square(p, size) for p in chunk]).to(dev))
         probs = torch.softmax(model(x).float(), dim=1)
         values, indices = probs.topk(k, dim=1)
         for path, vals, idxs in zip(chunk, values.cpu().tolist(), indices.cpu().tolist()):

@@ -3,10 +3,11 @@
 ``fit`` trains with the optimizer/schedule/loss of a :class:`TrainConfig`, validates every epoch,
 keeps the best-val-accuracy checkpoint (atomically), stops early after ``early_stop_patience``
 epochs without improvement, and hands per-epoch rows to a logger (dvclive, see tracking.py).
-On CUDA it uses autocast (bf16/fp16), channels_last, pinned memory and optional torch.compile;
-on CPU it runs fp32 and,
-with the same params and seed, gives the same metrics run after run. Per-step values stay on the
-device: the host syncs once per epoch.
+Batches come from the prepared uint8 cache and are augmented on the training device
+(data/batches.py, data/preprocessing.py). On CUDA it uses autocast (bf16/fp16), channels_last,
+optional torch.compile and cudnn.benchmark; on CPU it runs fp32 and, with the same params and
+seed, gives the same metrics run after run. Per-step values stay on the device: the host syncs
+once per epoch. Under torchrun it trains with DistributedDataParallel (see distributed.py).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import ModelSpec, save_checkpoint
 from .config import LoggingConfig, TrainConfig
-from .data.loaders import make_loader
+from .data.batches import BatchLoader
+from .data.prepared import PreparedSplit, open_prepared
+from .data.preprocessing import BatchTransform
 from .errors import ConfigError
 from .files import atomic_path
 from .tracking import epoch_logger
@@ -72,17 +75,23 @@ class FitResult:
         return {k: v for k, v in self.__dict__.items() if k != "history"}
 
 
-class _Runner:
-    """Moves batches to the device and runs forward (+ backward) under the right precision."""
+class Runner:
+    """Runs forward (+ backward) on device batches under the right precision, wrapped in DDP when distributed."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device, ctx: distributed.Context = distributed.Context()) -> None:
         self.device = device
+        self.ctx = ctx
         cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.model = model.to(device, memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if cfg.compile and cuda else self.model
+        compiled = cfg.compile and cuda
+        self.eval_forward = torch.compile(self.model) if compiled else self.model
+        self.train_forward = self.eval_forward
+        if ctx.enabled:  # validation stays local (no collectives per step); training averages gradients
+            ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=[device.index] if cuda else None)
+            self.train_forward = torch.compile(ddp) if compiled else ddp
         if cuda:
             torch.backends.cudnn.benchmark = True
 
@@ -91,23 +100,23 @@ class _Runner:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        return x, y.to(self.device, non_blocking=True)
-
     def epoch(self, loader, loss_fn, desc: str, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
-        """One pass over ``loader``; trains when ``optimizer`` is given. Returns loss, acc, images, seconds."""
+        """One pass over ``loader`` (device batches); trains when ``optimizer`` is given.
+
+        Returns loss, acc and images summed over every rank, and this rank's seconds.
+        """
         training = optimizer is not None
         self.model.train(training)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        forward = self.train_forward if training else self.eval_forward
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.float64)
         seen = 0
         start = time.perf_counter()
         with torch.set_grad_enabled(training):
-            for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2.0, dynamic_ncols=True):
-                x, y = self.batch(x, y)
+            for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2.0, dynamic_ncols=True, disable=not self.ctx.is_main):
+                x = x.contiguous(memory_format=self.memory_format)
                 with self.autocast():
-                    logits = self.forward(x)
+                    logits = forward(x)
                     loss = loss_fn(logits.float(), y)
                 if training:
                     optimizer.zero_grad(set_to_none=True)
@@ -117,15 +126,10 @@ class _Runner:
                 loss_sum += loss.detach() * y.shape[0]
                 correct += (logits.argmax(1) == y).sum()
                 seen += y.shape[0]
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+        totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device, dtype=torch.float64)])
+        loss_sum, correct, seen = distributed.sum_across(totals, self.ctx).tolist()  # the epoch's one host sync
         seconds = time.perf_counter() - start
-        return {
-            "loss": loss_sum.item() / max(seen, 1),
-            "acc": correct.item() / max(seen, 1),
-            "images": seen,
-            "seconds": seconds,
-        }
+        return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "images": int(seen), "seconds": seconds}
 
 
 @dataclass
@@ -184,8 +188,8 @@ class ResumeState:
 def fit(
     model: nn.Module,
     spec: ModelSpec,
-    train_ds: Dataset,
-    val_ds: Dataset,
+    train_split: PreparedSplit,
+    val_split: PreparedSplit,
     cfg: TrainConfig,
     *,
     seed: int,
@@ -196,21 +200,26 @@ def fit(
 ) -> FitResult:
     """Train ``model``; the best-val-accuracy weights end up in ``checkpoint_path`` and in ``model``.
 
-    Every epoch reseeds the RNGs from ``(seed, epoch)`` (weights' dropout, shuffling, augmentation),
-    so a run resumed from ``resume`` after epoch k ends exactly like an uninterrupted one.
+    Every epoch reseeds the RNGs from ``(seed, epoch)`` (weights' dropout, batch order,
+    augmentation), so a run resumed from ``resume`` after epoch k ends exactly like an
+    uninterrupted one. Under torchrun every rank calls this; rank 0 alone writes files.
     """
-    device = select_device(cfg.device)
-    runner = _Runner(model, cfg, device)
+    ctx, device = distributed.start(select_device(cfg.device))
+    runner = Runner(model, cfg, device, ctx)
+    spec.preprocessing.check_source(f"the {spec.arch} model")
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     optimizer = make_optimizer(cfg, param_groups)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs) if cfg.schedule == "cosine" else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    pin = device.type == "cuda"
-    train_loader = make_loader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=seed, pin_memory=pin)
-    val_loader = make_loader(val_ds, cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, seed=seed, pin_memory=pin)
-
+    shard = {"rank": ctx.rank, "world_size": ctx.world_size}
+    train_loader = BatchLoader(train_split, cfg.batch_size, device, BatchTransform(spec.preprocessing, augment=cfg.augment),
+                               shuffle=True, pad=True, **shard)
+    val_loader = BatchLoader(val_split, cfg.batch_size, device, BatchTransform(spec.preprocessing, augment=False), **shard)
+    if not ctx.is_main:
+        log_epoch = None
     resume = resume or ResumeState(None, "")
+    resume_writer = resume if ctx.is_main else ResumeState(None, "")
     progress = _Progress()
     best_state: dict[str, torch.Tensor] | None = None
     saved = resume.load()
@@ -226,15 +235,16 @@ def fit(
         for row in progress.history:  # DVC removed the curves with the stage's outs: write them again
             if log_epoch is not None:
                 log_epoch(row)
-        if best_state is not None:  # ... and the best checkpoint
+        if best_state is not None and ctx.is_main:  # ... and the best checkpoint
             _save_best(checkpoint_path, best_state, spec, progress)
 
     while progress.epoch < cfg.epochs and not progress.stopped_early:
         epoch = progress.epoch + 1
-        torch.manual_seed(seed * 1000 + epoch)
-        train_loader.generator.manual_seed(seed * 1000 + epoch)
+        torch.manual_seed(seed * 1000 + epoch + 7919 * ctx.rank)
+        train_loader.set_epoch(seed * 1000 + epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = runner.epoch(train_loader, loss_fn, f"epoch {epoch}/{cfg.epochs} train", optimizer)
+        distributed.broadcast_buffers(model, ctx)
         va = runner.epoch(val_loader, loss_fn, f"epoch {epoch}/{cfg.epochs} val")
         if scheduler is not None:
             scheduler.step()
@@ -255,29 +265,33 @@ def fit(
         if log_epoch is not None:
             log_epoch(row)
         improved = va["acc"] > progress.best_acc
-        print(
-            f"epoch {epoch}/{cfg.epochs}: train loss {tr['loss']:.4f} acc {tr['acc']:.3f} | "
-            f"val loss {va['loss']:.4f} acc {va['acc']:.3f} | {row['images_per_s']:.1f} img/s"
-            + (" *" if improved else ""),
-            flush=True,
-        )
+        if ctx.is_main:
+            print(
+                f"epoch {epoch}/{cfg.epochs}: train loss {tr['loss']:.4f} acc {tr['acc']:.3f} | "
+                f"val loss {va['loss']:.4f} acc {va['acc']:.3f} | {row['images_per_s']:.1f} img/s"
+                + (" *" if improved else ""),
+                flush=True,
+            )
         if improved:
             progress.best_epoch, progress.best_acc, progress.best_loss = epoch, va["acc"], va["loss"]
             progress.best_metrics = {"val_acc": va["acc"], "val_loss": va["loss"], "train_acc": tr["acc"], "train_loss": tr["loss"]}
             progress.bad_epochs = 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            _save_best(checkpoint_path, best_state, spec, progress)
+            if ctx.is_main:
+                _save_best(checkpoint_path, best_state, spec, progress)
         else:
             progress.bad_epochs += 1
             if progress.bad_epochs >= cfg.early_stop_patience:
                 progress.stopped_early = True
-                print(f"early stop: no val accuracy gain for {progress.bad_epochs} epochs "
-                      f"(best {progress.best_acc:.3f} at epoch {progress.best_epoch})")
-        resume.save(
+                if ctx.is_main:
+                    print(f"early stop: no val accuracy gain for {progress.bad_epochs} epochs "
+                          f"(best {progress.best_acc:.3f} at epoch {progress.best_epoch})")
+        resume_writer.save(
             progress, best_state, model=model.state_dict(), optimizer=optimizer.state_dict(),
             scheduler=scheduler.state_dict() if scheduler is not None else None, scaler=runner.scaler.state_dict(),
         )
-    resume.clear()
+    resume_writer.clear()
+    distributed.stop(ctx)
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(
@@ -297,20 +311,19 @@ def _save_best(path: str | Path, best_state: dict[str, torch.Tensor], spec: Mode
     save_checkpoint(path, best_state, spec, epoch=progress.best_epoch, metrics=progress.best_metrics)
 
 
-def run_fingerprint(spec: ModelSpec, cfg: TrainConfig, seed: int, split_dir: Path, images_dir: Path) -> str:
-    """What a resumed run must share with the interrupted one: model, params, seed, split and images."""
+def run_fingerprint(spec: ModelSpec, cfg: TrainConfig, seed: int, prepared_dir: Path) -> str:
+    """What a resumed run must share with the interrupted one: model, params, seed and prepared data."""
     h = hashlib.sha256()
     h.update(json.dumps(
         {"arch": spec.arch, "model": spec.model_config, "classes": spec.class_names,
          "preprocessing": spec.preprocessing.to_dict(), "train": cfg.__dict__, "seed": seed},
         sort_keys=True, default=list,
     ).encode())
-    for name in ("train.csv", "val.csv"):
-        h.update((split_dir / name).read_bytes())
-    for path in sorted(images_dir.rglob("*")):
-        if path.is_file():
-            st = path.stat()
-            h.update(f"{path.relative_to(images_dir)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for name in ("train", "val"):
+        h.update((prepared_dir / name / "meta.json").read_bytes())
+        h.update((prepared_dir / name / "items.csv").read_bytes())
+        st = (prepared_dir / name / "images.npy").stat()
+        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -320,8 +333,7 @@ def train_on_split(
     cfg: TrainConfig,
     *,
     seed: int,
-    split_dir: Path,
-    images_dir: Path,
+    prepared_dir: Path,
     checkpoint_path: Path,
     live_dir: Path,
     param_groups: list[dict[str, Any]] | None = None,
@@ -329,24 +341,22 @@ def train_on_split(
     run_config: dict[str, Any] | None = None,
     resume_path: Path | None = None,
 ) -> FitResult:
-    """Train on ``split_dir``/train.csv, validate on val.csv (images under ``images_dir``).
+    """Train on the prepared train split, validate on the val split (``prepared_dir``, see data/prepared.py).
 
     Curves go to dvclive in ``live_dir`` (and to W&B when ``logging.wandb``; ``run_config`` is
     the params recorded with that run). With ``resume_path``, progress is saved there after every
     epoch and a killed run started again continues from its last complete epoch.
     """
-    from .data.loaders import ImageListDataset, eval_transform, train_transform
-    from .data.split import read_split_csv
-
-    train_rows = read_split_csv(split_dir / "train.csv")
-    val_rows = read_split_csv(split_dir / "val.csv")
-    if train_rows.class_names() != list(spec.class_names):
-        raise ConfigError(f"{train_rows.path}: classes {train_rows.class_names()} differ from the model's {spec.class_names}")
-    train_ds = ImageListDataset(images_dir, train_rows.items, train_transform(spec.preprocessing, cfg.augment))
-    val_ds = ImageListDataset(images_dir, val_rows.items, eval_transform(spec.preprocessing))
-    resume = ResumeState(resume_path, run_fingerprint(spec, cfg, seed, split_dir, images_dir) if resume_path else "")
+    train_split = open_prepared(prepared_dir, "train")
+    val_split = open_prepared(prepared_dir, "val")
+    if train_split.class_names != list(spec.class_names):
+        raise ConfigError(f"{prepared_dir}: classes {train_split.class_names} differ from the model's {spec.class_names}")
+    resume = ResumeState(resume_path, run_fingerprint(spec, cfg, seed, prepared_dir) if resume_path else "")
+    if not distributed.is_main_process():
+        return fit(model, spec, train_split, val_split, cfg, seed=seed, checkpoint_path=checkpoint_path,
+                   param_groups=param_groups, resume=resume)
     with epoch_logger(live_dir, logging, live_dir.name, run_config or {}) as log_epoch:
         return fit(
-            model, spec, train_ds, val_ds, cfg, seed=seed, checkpoint_path=checkpoint_path,
+            model, spec, train_split, val_split, cfg, seed=seed, checkpoint_path=checkpoint_path,
             log_epoch=log_epoch, param_groups=param_groups, resume=resume,
         )

@@ -94,6 +94,18 @@ def decode_rgb_bytes(data):
     return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)  # 16-bit PNG
 
 
+def decode_rgb(path: str | Path):
+    """Decode one image file to a uint8 (3, H, W) tensor (EXIF orientation applied); UserError if unreadable."""
+    from torchvision.io import read_file
+
+    from ..errors import UserError
+
+    try:
+        return decode_rgb_bytes(read_file(str(path)))
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot be decoded as an image ({exc}); remove it or re-run the download stage") from exc
+
+
 def _decode_checked(data, fmt: str):
     """Decode like the training loader; RuntimeError on an error or (JPEG) on a libjpeg damage warning."""
     with _stderr_captured() as captured:

@@ -13,7 +13,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit
@@ -116,7 +116,8 @@ def stratified_split(train_dir: str | Path, val_fraction: float, seed: int, test
     return SplitResult(tuple(classes), tuple(sorted(train)), tuple(sorted(val)), val_fraction, seed)
 
 
-def _csv_text(rows: tuple[Row, ...]) -> str:
+def csv_text(rows: Sequence[Row]) -> str:
+    """Rows in the split CSV format (header path,label,class_name)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_HEADER)
@@ -127,8 +128,8 @@ def _csv_text(rows: tuple[Row, ...]) -> str:
 def write_split(result: SplitResult, out_dir: str | Path) -> dict[str, Any]:
     """Write ``out_dir/train.csv`` and ``out_dir/val.csv`` atomically; return the split report."""
     out_dir = Path(out_dir)
-    write_text(out_dir / "train.csv", _csv_text(result.train))
-    write_text(out_dir / "val.csv", _csv_text(result.val))
+    write_text(out_dir / "train.csv", csv_text(result.train))
+    write_text(out_dir / "val.csv", csv_text(result.val))
     return result.report()
 
 

@@ -75,11 +75,11 @@ class PretrainedModel:
         """The blocks below the head, in forward order."""
         return self.blocks[:-1]
 
-    def to_preprocessing(self) -> Any:
-        """This model's :class:`inat_cnn.data.loaders.Preprocessing`."""
-        from ..data.loaders import Preprocessing
+    def to_preprocessing(self, source_size: int) -> Any:
+        """This model's :class:`inat_cnn.data.preprocessing.Preprocessing`, fed ``source_size`` squares."""
+        from ..data.preprocessing import Preprocessing
 
-        return Preprocessing(input_size=self.input_size, mean=self.mean, std=self.std, resize_size=self.resize_size)
+        return Preprocessing(self.input_size, self.mean, self.std, self.resize_size, source_size)
 
 
 # ------------------------------------------------------------------------------ building

@@ -1,0 +1,152 @@
+"""The ``prepare`` stage's library: decode every image once into memory-mappable uint8 arrays.
+
+Layout of ``data/prepared`` (each split built in a temp folder and renamed when complete; each
+split is its own DVC out, so training depends on train and val alone and never on the test images)::
+
+    <split>/meta.json     {"format", "split", "size", "class_names", "count"}
+    <split>/images.npy    uint8 (N, 3, size, size): each image's shorter side resized to ``size``,
+                          centre square (:func:`~inat_cnn.data.preprocessing.square_image`)
+    <split>/items.csv     path,label,class_name (the split CSV format); row i describes image i
+
+for the splits train and val (``data/split``'s rows, images under ``data/raw/train``) and test
+(every image of ``data/raw/test``, in the training classes' order). Training and evaluation read
+batches straight from ``images.npy`` opened with ``np.load(mmap_mode="r")``: the operating
+system's page cache holds it once, however many processes read it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..files import atomic_path, write_json, write_text
+from .images import decode_rgb, list_class_dirs, list_images
+from .preprocessing import square_image
+from .split import Row, csv_text, read_split_csv
+
+FORMAT = 1
+SPLITS = ("train", "val", "test")
+
+
+def test_rows(test_dir: Path, class_names: Sequence[str]) -> list[Row]:
+    """Every image of the test folder, labelled in the training classes' order; the class sets must match."""
+    if not test_dir.is_dir():
+        raise UserError(f"{test_dir}: test folder not found; run `dvc repro download` first")
+    found = list_class_dirs(test_dir)
+    if sorted(found) != sorted(class_names):
+        raise UserError(
+            f"{test_dir}: test classes {sorted(found)} differ from the training classes {sorted(class_names)}"
+        )
+    return [
+        Row(f"{name}/{p.name}", label, name) for label, name in enumerate(class_names) for p in list_images(test_dir / name)
+    ]
+
+
+def _split_rows(path: Path) -> list[Row]:
+    rows = read_split_csv(path)
+    return [Row(p, label, rows.names[label]) for p, label in rows.items]
+
+
+def _write_images(out: Path, rows: Sequence[Row], source: Path, size: int, workers: int, desc: str) -> None:
+    """Decode + square-resize every row's image into ``out`` (a new .npy), ``workers`` threads at once."""
+    images = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(len(rows), 3, size, size))
+
+    def fill(index: int) -> None:
+        images[index] = square_image(decode_rgb(source / rows[index].path), size).numpy()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in tqdm(pool.map(fill, range(len(rows))), total=len(rows), desc=desc, mininterval=2.0, leave=False):
+            pass
+    images.flush()
+
+
+def prepare_dataset(
+    split_dir: Path, train_dir: Path, test_dir: Path, out_dir: Path, *, size: int, workers: int
+) -> dict[str, Any]:
+    """Build ``out_dir`` (see the module docstring) and return the metrics/prepare.json report."""
+    class_names = read_split_csv(split_dir / "train.csv").class_names()
+    train, val = _split_rows(split_dir / "train.csv"), _split_rows(split_dir / "val.csv")
+    parts = {"train": (train, train_dir), "val": (val, train_dir), "test": (test_rows(test_dir, class_names), test_dir)}
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the parallelism is one image per worker thread
+    try:
+        for name, (rows, source) in parts.items():
+            with atomic_path(out_dir / name) as tmp:
+                tmp.mkdir()
+                _write_images(tmp / "images.npy", rows, source, size, workers, f"prepare {name}")
+                write_text(tmp / "items.csv", csv_text(rows))
+                meta = {"format": FORMAT, "split": name, "size": size, "class_names": class_names, "count": len(rows)}
+                write_json(tmp / "meta.json", meta)
+    finally:
+        torch.set_num_threads(threads)
+    seconds = time.perf_counter() - start
+    counts = {name: len(rows) for name, (rows, _) in parts.items()}
+    return {
+        "size": size,
+        "class_names": class_names,
+        "counts": counts,
+        "bytes": sum(f.stat().st_size for f in out_dir.rglob("images.npy")),
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(sum(counts.values()) / seconds, 1),
+    }
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """One split of the cache: the memory-mapped images and what each one is."""
+
+    name: str
+    images: np.ndarray  # uint8 (N, 3, S, S), memory-mapped read-only
+    labels: np.ndarray  # int64 (N,)
+    paths: list[str]  # relative to the split's source folder
+    class_names: list[str]
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> torch.Tensor:
+        """Image ``index`` as a uint8 (3, S, S) tensor (a copy, for figures)."""
+        return torch.from_numpy(np.array(self.images[index]))
+
+
+def read_meta(split_dir: Path) -> dict[str, Any]:
+    """``split_dir``/meta.json: the split's square size, class names (index = label) and image count."""
+    path = split_dir / "meta.json"
+    if not path.is_file():
+        raise UserError(f"{path}: prepared data not found; run `dvc repro prepare` first")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path}: written by another version of inat-cnn; run `dvc repro -f prepare`")
+    return meta
+
+
+def open_prepared(root: Path, name: str) -> PreparedSplit:
+    """Open split ``name`` of the cache at ``root`` (memory-mapped; nothing is read into RAM yet)."""
+    meta = read_meta(root / name)
+    rows = read_split_csv(root / name / "items.csv")
+    try:
+        images = np.load(root / name / "images.npy", mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{root / name / 'images.npy'}: unreadable ({exc}); run `dvc repro -f prepare`") from exc
+    if images.shape != (len(rows.items), 3, meta["size"], meta["size"]) or images.dtype != np.uint8:
+        raise UserError(
+            f"{root / name / 'images.npy'}: holds {images.dtype} {images.shape}, expected uint8 "
+            f"({len(rows.items)}, 3, {meta['size']}, {meta['size']}); run `dvc repro -f prepare`"
+        )
+    labels = np.array([label for _, label in rows.items], dtype=np.int64)
+    return PreparedSplit(name, images, labels, [p for p, _ in rows.items], list(meta["class_names"]))

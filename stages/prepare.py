@@ -1,0 +1,25 @@
+"""prepare stage: data/split + data/raw + prepare params -> data/prepared (decode-once uint8 cache), metrics/prepare.json."""
+from pathlib import Path
+
+from inat_cnn.config import PrepareConfig, from_dict
+from inat_cnn.files import write_json
+from inat_cnn.stage_runner import run_stage
+
+
+def main(params: dict) -> None:
+    cfg = from_dict(PrepareConfig, params.get("prepare"), "prepare")
+    # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
+    # value fails at once instead of after seconds of imports.
+    from inat_cnn.data.prepared import prepare_dataset
+
+    report = prepare_dataset(
+        Path("data/split"), Path("data/raw/train"), Path("data/raw/test"), Path("data/prepared"),
+        size=cfg.size, workers=cfg.workers,
+    )
+    print(f"prepared {report['counts']} as {cfg.size}x{cfg.size} squares in {report['seconds']} s "
+          f"({report['images_per_s']} images/s, {report['bytes'] / 2**20:.1f} MiB)")
+    write_json("metrics/prepare.json", report)
+
+
+if __name__ == "__main__":
+    run_stage(main)
