@@ -12,6 +12,8 @@ with the same model, batch size and device, each figure after warm-up:
   (c) end-to-end training images/s of inat_cnn's training loop (train.Runner.epoch: forward,
       backward, optimizer step, per-epoch host sync) fed by (a) and by (b');
   (d) the compute ceiling: the same loop on one batch already on the device.
+(c, project) and (d) are measured alternately for --rounds rounds; their ratio is the median
+of the per-round ratios (a shared host's speed drifts within a run).
 
 The default scratch CNN at 224 px, AdamW; on CUDA with bf16 autocast and channels_last (and
 torch.compile with --compile). Prints `loader ratio: (b)/(a)`, `end-to-end vs ceiling:
@@ -26,6 +28,7 @@ import itertools
 import json
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -227,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="the baseline DataLoader's num_workers")
     p.add_argument("--warmup-batches", type=int, default=2)
     p.add_argument("--measure-batches", type=int, default=6, help="timed training steps per figure (c, d)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating (c project) / (d) measurements")
     p.add_argument("--loader-batches", type=int, default=24, help="timed batches per loader-only figure (a, b)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="bf16", help="CUDA autocast dtype")
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()) / "inat_cnn_throughput",
                    help="where the JPEGs are generated and cached between runs")
     args = p.parse_args(argv)
-    if min(args.images, args.batch_size, args.measure_batches, args.loader_batches) < 1 or args.workers < 0 or args.warmup_batches < 0:
+    if min(args.images, args.batch_size, args.measure_batches, args.loader_batches, args.rounds) < 1 or args.workers < 0 or args.warmup_batches < 0:
         p.error("--images, --batch-size, --measure-batches, --loader-batches must be >= 1; --workers, --warmup-batches >= 0")
 
     t0 = time.perf_counter()
@@ -263,18 +267,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(b') project loader + on-device augmentation and normalisation: {r['b_aug']:10.1f} img/s", flush=True)
         r["c_base"] = Trainer(device, args).images_per_s(baseline_loader(images, args.batch_size, args.workers, device), w, m)
         print(f"(c)  end-to-end training, baseline loader:                       {r['c_base']:10.1f} img/s", flush=True)
-        r["c_proj"] = Trainer(device, args).images_per_s(project_loader(prepared, args.batch_size, device, augment=True), w, m)
-        print(f"(c)  end-to-end training, project path (b'):                     {r['c_proj']:10.1f} img/s", flush=True)
         g = torch.Generator().manual_seed(SEED)
         batch = (torch.randn(args.batch_size, 3, 224, 224, generator=g).to(device),
                  torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g).to(device))
-        r["d"] = Trainer(device, args).images_per_s(repeat(batch), w, m)
-        print(f"(d)  compute ceiling (same loop, one batch already on device):   {r['d']:10.1f} img/s", flush=True)
+        # (c, project) and (d) alternate, round after round, so that a host whose speed drifts
+        # (a shared VM) slows both alike; their ratio is taken per round, then the median
+        project, ceiling = Trainer(device, args), Trainer(device, args)
+        project_batches = project_loader(prepared, args.batch_size, device, augment=True)
+        rounds = []
+        for k in range(args.rounds):
+            c = project.images_per_s(project_batches, w if k == 0 else 0, m)
+            d = ceiling.images_per_s(repeat(batch), w if k == 0 else 0, m)
+            rounds.append((c, d))
+            print(f"     round {k + 1}: (c) project path {c:10.1f} img/s | (d) ceiling {d:10.1f} img/s | ratio {c / d:.2f}", flush=True)
+        r["c_proj"] = statistics.median(c for c, _ in rounds)
+        r["d"] = statistics.median(d for _, d in rounds)
+        r["c_vs_d"] = statistics.median(c / d for c, d in rounds)
+        print(f"(c)  end-to-end training, project path (b'), median:             {r['c_proj']:10.1f} img/s", flush=True)
+        print(f"(d)  compute ceiling (same loop, one batch on device), median:   {r['d']:10.1f} img/s", flush=True)
 
     own, children = peak_rss_mib()
     print(f"loader ratio: {r['b'] / r['a']:.2f}")
     print(f"loader+augment ratio: {r['b_aug'] / r['a']:.2f}")
-    print(f"end-to-end vs ceiling: {r['c_proj'] / r['d']:.2f}")
+    print(f"end-to-end vs ceiling: {r['c_vs_d']:.2f}   (median of {args.rounds} rounds)")
     print(f"end-to-end vs baseline end-to-end: {r['c_proj'] / r['c_base']:.2f}")
     print(f"peak RSS: {own + children:.0f} MiB (self {own:.0f} MiB + largest child {children:.0f} MiB)")
     print(f"total runtime: {time.perf_counter() - t0:.1f}s", flush=True)
