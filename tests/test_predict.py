@@ -151,3 +151,14 @@ def test_lite0_checkpoint_on_real_photos(real_photos, tmp_path):
     top1 = [r["top"][0]["class"] for r in results]
     print(f"lite0 ImageNet head on flowers5/val/daisy: top-1 'daisy' for {top1.count('daisy')}/{len(top1)}")
     assert top1.count("daisy") >= 12, top1  # 15 of these 16 (measured)
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(scratch):
+    """`inat-cnn predict ... | head -c 1`: the reader leaves after one byte, well before the ~1 MB of
+    JSON (more than a pipe buffer) is written."""
+    ckpt, raw = scratch
+    folders = " ".join([f"'{raw / 'test'}'"] * 300)
+    proc = subprocess.run(f"set -o pipefail; '{INAT_CNN}' predict '{ckpt}' {folders} --json | head -c 1",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=300)
+    assert proc.stdout == "[" and proc.stderr == "", proc.stderr
+    assert proc.returncode == 0
