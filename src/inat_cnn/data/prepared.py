@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..files import atomic_path, write_json, write_text
 from .images import decode_rgb, list_class_dirs, list_images
 from .preprocessing import square_image
-from .split import Row, csv_text, read_split_csv
+from .split import Row, SplitRows, csv_text, read_split_csv
 
 FORMAT = 1
 SPLITS = ("train", "val", "test")
@@ -51,9 +51,8 @@ def test_rows(test_dir: Path, class_names: Sequence[str]) -> list[Row]:
     ]
 
 
-def _split_rows(path: Path) -> list[Row]:
-    rows = read_split_csv(path)
-    return [Row(p, label, rows.names[label]) for p, label in rows.items]
+def _rows(split: SplitRows) -> list[Row]:
+    return [Row(p, label, split.names[label]) for p, label in split.items]
 
 
 def _write_images(out: Path, rows: Sequence[Row], source: Path, size: int, workers: int, desc: str) -> None:
@@ -73,8 +72,9 @@ def prepare_dataset(
     split_dir: Path, train_dir: Path, test_dir: Path, out_dir: Path, *, size: int, workers: int
 ) -> dict[str, Any]:
     """Build ``out_dir`` (see the module docstring) and return the metrics/prepare.json report."""
-    class_names = read_split_csv(split_dir / "train.csv").class_names()
-    train, val = _split_rows(split_dir / "train.csv"), _split_rows(split_dir / "val.csv")
+    train_csv = read_split_csv(split_dir / "train.csv")
+    class_names = train_csv.class_names()
+    train, val = _rows(train_csv), _rows(read_split_csv(split_dir / "val.csv"))
     parts = {"train": (train, train_dir), "val": (val, train_dir), "test": (test_rows(test_dir, class_names), test_dir)}
     start = time.perf_counter()
     threads = torch.get_num_threads()
