@@ -28,14 +28,14 @@ from .errors import ConfigError, UserError
 def predict_probs(
     model: nn.Module, split: PreparedSplit, pre: Preprocessing, *, batch_size: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities (N, C) and true labels (N,) of a prepared split, in its order."""
+    """Softmax probabilities (N, C) and true labels (N,) of a prepared split, in its order.
+
+    The probabilities stay on the device until the end (one copy to the host); the labels are
+    the split's own (an unshuffled loader visits it in order)."""
     model.eval().to(device)
     loader = BatchLoader(split, batch_size, device, BatchTransform(pre, augment=False))
-    probs, labels = [], []
-    for x, y in tqdm(loader, desc="predict", leave=False, mininterval=2.0):
-        probs.append(torch.softmax(model(x).float(), dim=1).cpu())
-        labels.append(y.cpu())
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    probs = [torch.softmax(model(x).float(), dim=1) for x, _ in tqdm(loader, desc="predict", leave=False, mininterval=2.0)]
+    return torch.cat(probs).cpu().numpy(), split.labels.copy()
 
 
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:

@@ -204,9 +204,9 @@ def fit(
     augmentation), so a run resumed from ``resume`` after epoch k ends exactly like an
     uninterrupted one. Under torchrun every rank calls this; rank 0 alone writes files.
     """
+    spec.preprocessing.check_source(f"the {spec.arch} model")  # before any device or process-group work
     ctx, device = distributed.start(select_device(cfg.device))
     runner = Runner(model, cfg, device, ctx)
-    spec.preprocessing.check_source(f"the {spec.arch} model")
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     optimizer = make_optimizer(cfg, param_groups)
@@ -352,10 +352,9 @@ def train_on_split(
     if train_split.class_names != list(spec.class_names):
         raise ConfigError(f"{prepared_dir}: classes {train_split.class_names} differ from the model's {spec.class_names}")
     resume = ResumeState(resume_path, run_fingerprint(spec, cfg, seed, prepared_dir) if resume_path else "")
-    if not distributed.is_main_process():
-        return fit(model, spec, train_split, val_split, cfg, seed=seed, checkpoint_path=checkpoint_path,
-                   param_groups=param_groups, resume=resume)
-    with epoch_logger(live_dir, logging, live_dir.name, run_config or {}) as log_epoch:
+    # under torchrun, rank 0 alone records curves (the other ranks' are the same all-reduced rows)
+    logger = epoch_logger(live_dir, logging, live_dir.name, run_config or {}) if distributed.is_main_process() else contextlib.nullcontext()
+    with logger as log_epoch:
         return fit(
             model, spec, train_split, val_split, cfg, seed=seed, checkpoint_path=checkpoint_path,
             log_epoch=log_epoch, param_groups=param_groups, resume=resume,

@@ -75,7 +75,9 @@ class BatchLoader:
         return order
 
     def __len__(self) -> int:
-        return -(-len(self.order()) // self.batch_size)
+        n, world = len(self.split), self.world_size
+        per_rank = -(-n // world) if self.pad else len(range(self.rank, n, world))  # = len(self.order())
+        return -(-per_rank // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order()
@@ -100,7 +102,7 @@ def _to_device(array: np.ndarray, device: torch.device, chunk: int = 512) -> tor
     """A host array on ``device``: pinned, non-blocking copies on CUDA (in chunks, for a whole memmap)."""
     if device.type != "cuda":
         return torch.from_numpy(array if array.flags.writeable else np.array(array))
-    out = torch.empty(array.shape, dtype=torch.from_numpy(array[:0].copy()).dtype, device=device)
+    out = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, device=device)
     for start in range(0, len(array), chunk):
         out[start : start + chunk].copy_(torch.from_numpy(np.array(array[start : start + chunk])).pin_memory(), non_blocking=True)
     return out

@@ -29,26 +29,11 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..files import atomic_path, write_json, write_text
-from .images import decode_rgb, list_class_dirs, list_images
+from .images import decode_rgb
 from .preprocessing import square_image
-from .split import Row, SplitRows, csv_text, read_split_csv
+from .split import Row, SplitRows, check_test_classes, class_rows, csv_text, read_split_csv
 
 FORMAT = 1
-SPLITS = ("train", "val", "test")
-
-
-def test_rows(test_dir: Path, class_names: Sequence[str]) -> list[Row]:
-    """Every image of the test folder, labelled in the training classes' order; the class sets must match."""
-    if not test_dir.is_dir():
-        raise UserError(f"{test_dir}: test folder not found; run `dvc repro download` first")
-    found = list_class_dirs(test_dir)
-    if sorted(found) != sorted(class_names):
-        raise UserError(
-            f"{test_dir}: test classes {sorted(found)} differ from the training classes {sorted(class_names)}"
-        )
-    return [
-        Row(f"{name}/{p.name}", label, name) for label, name in enumerate(class_names) for p in list_images(test_dir / name)
-    ]
 
 
 def _rows(split: SplitRows) -> list[Row]:
@@ -75,7 +60,8 @@ def prepare_dataset(
     train_csv = read_split_csv(split_dir / "train.csv")
     class_names = train_csv.class_names()
     train, val = _rows(train_csv), _rows(read_split_csv(split_dir / "val.csv"))
-    parts = {"train": (train, train_dir), "val": (val, train_dir), "test": (test_rows(test_dir, class_names), test_dir)}
+    check_test_classes(class_names, test_dir)  # test images are labelled in the training classes' order
+    parts = {"train": (train, train_dir), "val": (val, train_dir), "test": (class_rows(test_dir, class_names), test_dir)}
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the parallelism is one image per worker thread

@@ -62,11 +62,17 @@ def _missing_raw(path: Path) -> UserError:
     return UserError(f"{path}: no such folder; run the download stage first (dvc repro download)")
 
 
-def _check_test_classes(classes: list[str], test_dir: Path) -> None:
+def class_rows(root: Path, classes: Sequence[str]) -> list[Row]:
+    """Every image of ``root/<class>/``, class by class, labelled with the class's index in ``classes``."""
+    return [Row(f"{name}/{p.name}", label, name) for label, name in enumerate(classes) for p in list_images(root / name)]
+
+
+def check_test_classes(classes: Sequence[str], test_dir: Path) -> None:
+    """UserError unless ``test_dir`` exists with exactly the class folders ``classes`` (names only; no image is read)."""
     if not test_dir.is_dir():
         raise _missing_raw(test_dir)
     test_classes = list_class_dirs(test_dir)
-    if test_classes != classes:
+    if test_classes != sorted(classes):
         only_train = sorted(set(classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(classes))
         raise UserError(
@@ -86,16 +92,15 @@ def stratified_split(train_dir: str | Path, val_fraction: float, seed: int, test
     if len(classes) < 2:
         raise UserError(f"{train_dir}: {len(classes)} class folder(s) found; a classifier needs at least 2")
     if test_dir is not None:
-        _check_test_classes(classes, Path(test_dir))
-    rows: list[Row] = []
-    for label, name in enumerate(classes):
-        found = [Row(f"{name}/{p.name}", label, name) for p in list_images(train_dir / name)]
-        if len(found) < 2:
+        check_test_classes(classes, Path(test_dir))
+    rows = class_rows(train_dir, classes)
+    counts = np.bincount([row.label for row in rows], minlength=len(classes))
+    for name, count in zip(classes, counts):
+        if count < 2:
             raise UserError(
-                f"{train_dir / name}: {len(found)} image(s); every class needs at least 2 to split into train and val "
+                f"{train_dir / name}: {count} image(s); every class needs at least 2 to split into train and val "
                 "(add images or remove the folder from the data source)"
             )
-        rows.extend(found)
     labels = np.array([row.label for row in rows])
     n_val = math.ceil(val_fraction * len(rows))
     if not len(classes) <= n_val <= len(rows) - len(classes):
