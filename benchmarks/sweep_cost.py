@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from inat_cnn.sweep_results import parse_exp_show
+from inat_cnn.sweep.results import parse_exp_show
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {"train.lr": ["0.001", "0.0003"], "model.activation": ["relu", "gelu"]}
@@ -56,7 +56,7 @@ TINY_PARAMS = {
     "model.dense_units": 32,
     "train.batch_size": 16,
     "evaluate.guided_backprop_neurons": 3,
-    "prepare.size": 72,  # the decode-once cache's squares; random 64 px crops are cut from them
+    "prepare.side": 72,  # the decode-once cache's squares; random 64 px crops are cut from them
 }
 NAME_PREFIX = "sweep"
 REF_POLL_S = 0.25  # `git for-each-ref refs/exps`: notes when each experiment is committed (cheap)

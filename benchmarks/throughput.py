@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from inat_cnn.config import ScratchModelConfig, TrainConfig
+from inat_cnn.core.config import ScratchModelConfig, TrainConfig
 from inat_cnn.data.batches import BatchLoader
 from inat_cnn.data.prepared import open_prepared, prepare_dataset
 from inat_cnn.data.preprocessing import (
@@ -50,13 +50,14 @@ from inat_cnn.data.preprocessing import (
 )
 from inat_cnn.data.split import Row, csv_text
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.train import Runner, make_optimizer
+from inat_cnn.training.loop import Runner
+from inat_cnn.training.optim import make_optimizer
 
 IMAGE_W, IMAGE_H = 800, 600
 JPEG_QUALITY = 90
 NUM_CLASSES = 10
 SEED = 0
-CACHE_SIZE = 256  # prepare.size
+CACHE_SIZE = 256  # prepare.side
 
 
 # ----------------------------------------------------------------------------- images
@@ -149,7 +150,7 @@ def prepare_cache(images: Path, out: Path) -> tuple[Path, dict]:
     split.mkdir(parents=True, exist_ok=True)
     for name in ("train.csv", "val.csv"):
         (split / name).write_text(csv_text(rows))
-    report = prepare_dataset(split, images, images, out / "prepared", size=CACHE_SIZE, workers=os.cpu_count() or 1)
+    report = prepare_dataset(split, images, images, out / "prepared", side=CACHE_SIZE, workers=os.cpu_count() or 1)
     return out / "prepared", report
 
 

@@ -1,9 +1,9 @@
 """download stage: data params -> data/raw/{train,test}/<class>/*, metrics/download.json."""
 from pathlib import Path
 
-from inat_cnn.config import DataConfig, from_dict
-from inat_cnn.files import write_json
-from inat_cnn.stage_runner import run_stage, seed_param
+from inat_cnn.core.config import DataConfig, from_dict
+from inat_cnn.core.files import write_json
+from inat_cnn.core.stage_runner import run_stage, seed_param
 
 
 def main(params: dict) -> None:

@@ -1,9 +1,9 @@
 """prepare stage: data/split + data/raw + prepare params -> data/prepared (decode-once uint8 cache), metrics/prepare.json."""
 from pathlib import Path
 
-from inat_cnn.config import PrepareConfig, from_dict
-from inat_cnn.files import write_json
-from inat_cnn.stage_runner import run_stage
+from inat_cnn.core.config import PrepareConfig, from_dict
+from inat_cnn.core.files import write_json
+from inat_cnn.core.stage_runner import run_stage
 
 
 def main(params: dict) -> None:
@@ -14,9 +14,9 @@ def main(params: dict) -> None:
 
     report = prepare_dataset(
         Path("data/split"), Path("data/raw/train"), Path("data/raw/test"), Path("data/prepared"),
-        size=cfg.size, workers=cfg.workers,
+        side=cfg.side, workers=cfg.workers,
     )
-    print(f"prepared {report['counts']} as {cfg.size}x{cfg.size} squares in {report['seconds']} s "
+    print(f"prepared {report['counts']} as {cfg.side}x{cfg.side} squares in {report['seconds']} s "
           f"({report['images_per_s']} images/s, {report['bytes'] / 2**20:.1f} MiB)")
     write_json("metrics/prepare.json", report)
 

@@ -1,10 +1,10 @@
 """stratified_split stage: data/raw/train + data.val_fraction, seed -> data/split/{train,val}.csv, metrics/split.json."""
 from pathlib import Path
 
-from inat_cnn.config import DataConfig, from_dict
+from inat_cnn.core.config import DataConfig, from_dict
 from inat_cnn.data.split import stratified_split, write_split
-from inat_cnn.files import write_json
-from inat_cnn.stage_runner import run_stage, seed_param
+from inat_cnn.core.files import write_json
+from inat_cnn.core.stage_runner import run_stage, seed_param
 
 
 def main(params: dict) -> None:

@@ -1,11 +1,16 @@
-"""train_scratch stage: model + train params, data/split -> models/scratch.pt, curves, metrics."""
+"""train_scratch stage: model + train params, data/prepared/{train,val} -> models/scratch.pt, curves, metrics.
+
+Writes metrics/model_scratch.json (size), metrics/train_scratch.json (results: the same bytes on a
+re-run), metrics/timing_scratch.json (wall time, images/s) and dvclive/train_scratch/ (curves).
+"""
 
 from dataclasses import asdict
 from pathlib import Path
 
-from inat_cnn.config import LoggingConfig, ScratchModelConfig, TrainConfig, from_dict
-from inat_cnn.files import write_json
-from inat_cnn.stage_runner import run_stage, seed_param
+from inat_cnn.core.config import LoggingConfig, ScratchModelConfig, TrainConfig, from_dict
+from inat_cnn.core.errors import fields_named
+from inat_cnn.core.files import write_json
+from inat_cnn.core.stage_runner import run_stage, seed_param
 
 PREPARED = Path("data/prepared")
 
@@ -17,13 +22,14 @@ def main(params: dict) -> None:
     seed = seed_param(params)
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
-    from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
     from inat_cnn.data.prepared import read_meta
     from inat_cnn.data.preprocessing import Preprocessing
-    from inat_cnn.distributed import is_main_process
+    from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
     from inat_cnn.models.scratch import ScratchCNN
     from inat_cnn.models.size import format_layer_table, size_report
-    from inat_cnn.train import seed_everything, train_on_split
+    from inat_cnn.training.device import seed_everything
+    from inat_cnn.training.distributed import is_main_process
+    from inat_cnn.training.loop import train_on_split
 
     meta = read_meta(PREPARED / "train")
     class_names = meta["class_names"]
@@ -34,18 +40,20 @@ def main(params: dict) -> None:
     main_process = is_main_process()  # under torchrun, rank 0 writes the outputs
     if main_process:
         print(format_layer_table(size["layers"]), flush=True)
-        write_json("metrics/model_scratch.json", size)
+        write_json("metrics/model_scratch.json", {"label": "scratch CNN", "arch": SCRATCH_ARCH, **size})
 
     spec = ModelSpec(SCRATCH_ARCH, asdict(model_cfg), class_names,
-                     Preprocessing(input_size=model_cfg.input_hw, source_size=meta["size"]))
-    result = train_on_split(
-        model, spec, train_cfg, seed=seed, prepared_dir=PREPARED,
-        checkpoint_path=Path("models/scratch.pt"), live_dir=Path("dvclive/train_scratch"),
-        logging=logging, run_config={"seed": seed, "model": params.get("model"), "train": params.get("train")},
-        resume_path=Path(".resume/train_scratch.pt"),
-    )
+                     Preprocessing(input_size=model_cfg.input_hw, source_size=meta["side"]))
+    with fields_named("params: train."):
+        result = train_on_split(
+            model, spec, train_cfg, seed=seed, prepared_dir=PREPARED,
+            checkpoint_path=Path("models/scratch.pt"), live_dir=Path("dvclive/train_scratch"),
+            logging=logging, run_config={"seed": seed, "model": params.get("model"), "train": params.get("train")},
+            resume_path=Path(".resume/train_scratch.pt"),
+        )
     if main_process:
         write_json("metrics/train_scratch.json", result.summary())
+        write_json("metrics/timing_scratch.json", result.timing())
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ TINY_PARAMS = {
     "model.dense_units": 16,
     "train.epochs": 2,
     "train.batch_size": 8,
-    "prepare.size": 224,  # >= efficientnet_lite0's 224 px input
+    "prepare.side": 224,  # >= efficientnet_lite0's 224 px input
     "finetune.epochs": 1,
     "finetune.batch_size": 8,
     "evaluate.guided_backprop_neurons": 3,

@@ -20,14 +20,14 @@ from conftest import SHARED
 from PIL import Image, ImageOps
 from test_data_sources import inat_files, jpeg_bytes, write_tree
 
-from inat_cnn.config import DataConfig
+from inat_cnn.core.config import DataConfig
 from inat_cnn.data.batches import BatchLoader
 from inat_cnn.data.images import check_image, decode_rgb, list_class_dirs
 from inat_cnn.data.prepared import open_prepared, prepare_dataset
 from inat_cnn.data.preprocessing import BatchTransform, Preprocessing
 from inat_cnn.data.raw import build_raw_dataset
 from inat_cnn.data.split import stratified_split, write_split
-from inat_cnn.errors import UserError
+from inat_cnn.core.errors import UserError
 
 ROOT = "inaturalist_12K/"  # the dataset sits one folder down, as in the real archive
 REAL_GIF = SHARED / "real_photos/hymenoptera/train/ants/imageNotFound.gif"
@@ -238,7 +238,7 @@ def test_all_kinds_together_then_the_prepared_cache(tmp_path: Path, capfd: pytes
     capfd.readouterr()
     raw = tmp_path / "out/raw"
     write_split(stratified_split(raw / "train", 0.25, 0, raw / "test"), tmp_path / "split")
-    prepare_dataset(tmp_path / "split", raw / "train", raw / "test", tmp_path / "prepared", size=40, workers=2)
+    prepare_dataset(tmp_path / "split", raw / "train", raw / "test", tmp_path / "prepared", side=40, workers=2)
     evaluate = BatchTransform(Preprocessing((32, 32), source_size=40), augment=False)
     counts = {}
     for split in ("train", "val", "test"):

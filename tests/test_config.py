@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from conftest import REPO, tool_env
-from inat_cnn.config import (
+from inat_cnn.core.config import (
     DataConfig, EvaluateConfig, FinetuneConfig, LoggingConfig, ScratchModelConfig, TrainConfig, from_dict,
 )
-from inat_cnn.errors import ConfigError
+from inat_cnn.core.errors import ConfigError
 
 
 def test_the_shipped_params_are_valid():
@@ -125,8 +125,8 @@ def test_every_key_rejects_a_value_of_the_wrong_kind_naming_the_key(cls, section
 
 @pytest.mark.parametrize("seed", [-1, "42", 1.5, True])
 def test_the_seed_must_be_a_non_negative_integer(seed):
-    from inat_cnn.errors import UserError
-    from inat_cnn.stage_runner import seed_param
+    from inat_cnn.core.errors import UserError
+    from inat_cnn.core.stage_runner import seed_param
 
     with pytest.raises(UserError, match=rf"params: seed = {seed!r} is not allowed"):
         seed_param({"seed": seed})

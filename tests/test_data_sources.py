@@ -18,13 +18,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from inat_cnn.config import DataConfig, SyntheticConfig
+from inat_cnn.core.config import DataConfig, SyntheticConfig
 from inat_cnn.data.images import check_image, list_class_dirs, list_images, sniff_format
 from inat_cnn.data.raw import build_raw_dataset
 from inat_cnn.data.split import stratified_split
 from inat_cnn.data.synthetic import class_family, generate_synthetic
-from inat_cnn.errors import UserError
-from inat_cnn.stage_runner import run_stage
+from inat_cnn.core.errors import UserError
+from inat_cnn.core.stage_runner import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = SyntheticConfig(train_per_class=3, test_per_class=1, min_side=40, max_side=90, classes=("a", "b", "c"))

@@ -13,7 +13,7 @@ import torch
 from conftest import TINY_PARAMS, copy_project, run, set_params
 from test_train import prepare
 
-from inat_cnn.config import SyntheticConfig
+from inat_cnn.core.config import SyntheticConfig
 from inat_cnn.data.batches import BatchLoader
 from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.synthetic import generate_synthetic
@@ -26,12 +26,12 @@ WORKER = textwrap.dedent(
 
     import torch
 
-    from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
-    from inat_cnn.config import ScratchModelConfig, TrainConfig
+    from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
+    from inat_cnn.core.config import ScratchModelConfig, TrainConfig
     from inat_cnn.data.prepared import open_prepared
     from inat_cnn.data.preprocessing import Preprocessing
     from inat_cnn.models.scratch import ScratchCNN
-    from inat_cnn.train import fit, seed_everything
+    from inat_cnn.training.loop import fit, seed_everything
 
     prepared, out = Path(sys.argv[1]), Path(sys.argv[2])
     model_cfg = ScratchModelConfig(blocks=3, filters=8, dense_units=16, input_size=32)
@@ -95,7 +95,7 @@ def test_two_gloo_processes_end_with_identical_weights(prepared: Path, tmp_path:
 def test_train_scratch_stage_under_torchrun_then_dvc_commit(tmp_path: Path):
     """The README's multi-process recipe: torchrun runs the stage, `dvc commit` records its outputs."""
     repo = copy_project(tmp_path)
-    set_params(repo, {**TINY_PARAMS, "prepare.size": 40})
+    set_params(repo, {**TINY_PARAMS, "prepare.side": 40})
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "copy"], repo)
     run(["dvc", "repro", "prepare"], repo)

@@ -15,10 +15,10 @@ from typing import Iterator
 
 import pytest
 
-from inat_cnn.config import DataConfig
+from inat_cnn.core.config import DataConfig
 from inat_cnn.data.download import fetch, safe_extract_zip
 from inat_cnn.data.raw import build_raw_dataset
-from inat_cnn.errors import UserError
+from inat_cnn.core.errors import UserError
 from test_data_sources import inat_files, zip_tree
 
 FAST = {"retries": 3, "timeout_s": 5.0, "progress": False, "backoff_s": 0.01}

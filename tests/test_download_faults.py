@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import inat_cnn.data.download as download
-from inat_cnn.config import DataConfig
+from inat_cnn.core.config import DataConfig
 from inat_cnn.data.download import fetch
 from inat_cnn.data.raw import build_raw_dataset
-from inat_cnn.errors import UserError
+from inat_cnn.core.errors import UserError
 from test_download import FAST, Served, archive, leftovers, server  # noqa: F401  (fixtures)
 
 URL_PATH = "/nature_12K.zip"

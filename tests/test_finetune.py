@@ -12,8 +12,9 @@ import torch
 from test_train import prepare, train_small
 from torch import nn
 
-from inat_cnn.checkpoint import ModelSpec, load_model
-from inat_cnn.config import (
+from inat_cnn.models.build import load_model
+from inat_cnn.models.checkpoint import ModelSpec
+from inat_cnn.core.config import (
     DataConfig,
     FinetuneConfig,
     ScratchModelConfig,
@@ -25,7 +26,7 @@ from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.preprocessing import BatchTransform, square_image
 from inat_cnn.data.raw import build_raw_dataset
 from inat_cnn.data.synthetic import generate_synthetic
-from inat_cnn.evaluate import predict_probs
+from inat_cnn.evaluation.evaluate import predict_probs
 from inat_cnn.models.pretrained import (
     LITE0,
     PretrainedModel,
@@ -33,11 +34,11 @@ from inat_cnn.models.pretrained import (
     build_pretrained,
     param_groups,
 )
-from inat_cnn.train import FitResult, seed_everything, train_on_split
+from inat_cnn.training.loop import FitResult, seed_everything, train_on_split
 
 SEED = 0
 CPU = {"device": "cpu"}
-SIZE = 256  # prepare.size (lite0: 256 px resize, 224 px centre crop)
+SIZE = 256  # prepare.side (lite0: 256 px resize, 224 px centre crop)
 
 
 def build_finetune(cfg: FinetuneConfig, names: list[str]) -> tuple[PretrainedModel, ModelSpec]:

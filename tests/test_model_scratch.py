@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from inat_cnn.config import ACTIVATIONS, ScratchModelConfig, from_dict
-from inat_cnn.errors import ConfigError
+from inat_cnn.core.config import ACTIVATIONS, ScratchModelConfig, from_dict
+from inat_cnn.core.errors import ConfigError
 from inat_cnn.models.activations import ACTIVATION_TYPES, is_activation, make_activation
 from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.models.size import (

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from torchvision.models import ResNet18_Weights
 
-from inat_cnn.checkpoint import ModelSpec, save_checkpoint
+from inat_cnn.models.checkpoint import ModelSpec, save_checkpoint
 from inat_cnn.cli import main
-from inat_cnn.config import ScratchModelConfig, SyntheticConfig
+from inat_cnn.core.config import ScratchModelConfig, SyntheticConfig
 from inat_cnn.data.synthetic import generate_synthetic
-from inat_cnn.errors import UserError
+from inat_cnn.core.errors import UserError
 from inat_cnn.models.pretrained import LITE0, build_pretrained
-from inat_cnn.predict import predict_images
+from inat_cnn.evaluation.predict import predict_images
 from test_train import FAST_TRAIN, train_small
 
 CLASSES = ["circles", "squares", "stripes"]

@@ -15,7 +15,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from inat_cnn.config import SyntheticConfig
+from inat_cnn.core.config import SyntheticConfig
 from inat_cnn.data.batches import BatchLoader
 from inat_cnn.data.images import decode_rgb
 from inat_cnn.data.prepared import open_prepared, prepare_dataset, read_meta
@@ -27,7 +27,7 @@ from inat_cnn.data.preprocessing import (
 )
 from inat_cnn.data.split import stratified_split, write_split
 from inat_cnn.data.synthetic import generate_synthetic
-from inat_cnn.errors import UserError
+from inat_cnn.core.errors import UserError
 
 CLASSES = ["circles", "squares", "stripes"]
 
@@ -43,7 +43,7 @@ def raw(tmp_path_factory) -> Path:
 def prepared(raw: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prepared")
     write_split(stratified_split(raw / "train", 0.25, 0, raw / "test"), root / "split")
-    prepare_dataset(root / "split", raw / "train", raw / "test", root / "prepared", size=48, workers=2)
+    prepare_dataset(root / "split", raw / "train", raw / "test", root / "prepared", side=48, workers=2)
     return root / "prepared"
 
 
@@ -59,7 +59,7 @@ def test_every_split_holds_each_image_once_as_its_decoded_square(prepared: Path,
             assert torch.equal(split.image(i), expected), split.paths[i]
             assert CLASSES[split.labels[i]] == split.paths[i].split("/")[0]
     assert counts == {"train": 13, "val": 5, "test": 6}
-    assert read_meta(prepared / "test") == {"format": 1, "split": "test", "size": 48, "class_names": CLASSES, "count": 6}
+    assert read_meta(prepared / "test") == {"format": 2, "split": "test", "side": 48, "class_names": CLASSES, "count": 6}
 
 
 def test_a_damaged_cache_or_a_missing_one_is_a_clear_error(prepared: Path, tmp_path: Path):
@@ -74,8 +74,8 @@ def test_a_damaged_cache_or_a_missing_one_is_a_clear_error(prepared: Path, tmp_p
         open_prepared(broken, "train")
 
 
-def test_a_model_larger_than_the_cached_squares_is_refused_naming_prepare_size():
-    with pytest.raises(UserError, match=r"takes 224x224 input but prepare.size = 128 .* at least 256"):
+def test_a_model_larger_than_the_cached_squares_is_refused_naming_prepare_side():
+    with pytest.raises(UserError, match=r"takes 224x224 input but the prepared squares are 128 px.* prepare.side to at least 256"):
         Preprocessing((224, 224), resize_size=256, source_size=128).check_source("the efficientnet_lite0 model")
 
 
@@ -138,9 +138,9 @@ def test_prepare_stage_reports_its_output(prepared: Path, tmp_path: Path, raw: P
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "raw").symlink_to(raw)
     (tmp_path / "data" / "split").symlink_to(prepared.parent / "split")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"prepare": {"size": 32, "workers": 1}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"prepare": {"side": 32, "workers": 1}}))
     run([sys.executable, str(REPO / "stages" / "prepare.py")], tmp_path)
     report = json.loads((tmp_path / "metrics" / "prepare.json").read_text())
-    assert report["counts"] == {"train": 13, "val": 5, "test": 6} and report["size"] == 32
+    assert report["counts"] == {"train": 13, "val": 5, "test": 6} and report["side"] == 32
     assert report["bytes"] == 24 * 3 * 32 * 32 + 3 * 128  # three .npy headers of 128 bytes
     assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == ["test", "train", "val"]  # no temp left

@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights
 from torchvision.transforms import InterpolationMode, v2
 
-from inat_cnn.errors import ConfigError, UserError
+from inat_cnn.core.errors import ConfigError, UserError
 from inat_cnn.models.pretrained import (
     ARCHS,
     apply_strategy,

@@ -14,11 +14,11 @@ import torch
 from conftest import TINY_PARAMS, copy_project, run, set_params, tool_env
 from test_train import FAST_TRAIN, SMALL_MODEL, SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
 
-from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec
+from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
 from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.preprocessing import Preprocessing
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.train import ResumeState, fit, run_fingerprint, seed_everything
+from inat_cnn.training.loop import ResumeState, fit, run_fingerprint, seed_everything
 
 
 class Interrupted(Exception):

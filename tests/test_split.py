@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from inat_cnn.data.split import stratified_split, write_split
-from inat_cnn.errors import UserError
+from inat_cnn.core.errors import UserError
 
 UNBALANCED = {"Aves": 37, "Fungi": 9, "Insecta": 2, "Mammalia": 120, "Plantae": 3}
 

@@ -17,10 +17,10 @@ import yaml
 from conftest import REPO, TINY_PARAMS, copy_project, run, set_params, tool_env
 from PIL import Image
 
-from inat_cnn.errors import UserError
-from inat_cnn.sweep import Sweep, add_sweep_commands, format_value, grid, load_sweep, queue_experiments, sample
-from inat_cnn.sweep_report import sweep_report
-from inat_cnn.sweep_results import parse_exp_show
+from inat_cnn.core.errors import UserError
+from inat_cnn.sweep.cli import Sweep, add_sweep_commands, format_value, grid, load_sweep, queue_experiments, sample
+from inat_cnn.sweep.report import sweep_report
+from inat_cnn.sweep.results import parse_exp_show
 
 METRIC = "metrics/evaluate_scratch.json:accuracy"
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from inat_cnn.checkpoint import SCRATCH_ARCH, ModelSpec, load_model, save_checkpoint
-from inat_cnn.config import (
+from inat_cnn.models.build import load_model
+from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec, save_checkpoint
+from inat_cnn.core.config import (
     EvaluateConfig,
     ScratchModelConfig,
     SyntheticConfig,
@@ -20,14 +21,14 @@ from inat_cnn.data.prepared import prepare_dataset, read_meta
 from inat_cnn.data.preprocessing import BatchTransform, Preprocessing
 from inat_cnn.data.split import stratified_split, write_split
 from inat_cnn.data.synthetic import generate_synthetic
-from inat_cnn.errors import UserError
-from inat_cnn.evaluate import evaluate_checkpoint
+from inat_cnn.core.errors import UserError
+from inat_cnn.evaluation.evaluate import evaluate_checkpoint
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.train import seed_everything, train_on_split
+from inat_cnn.training.loop import seed_everything, train_on_split
 
 SMALL_MODEL = ScratchModelConfig(blocks=4, filters=16, dense_units=64, dropout=0.1, input_size=64)
 FAST_TRAIN = TrainConfig(lr=3e-3, epochs=12, batch_size=16, early_stop_patience=12)
-SMALL_SIZE = 80  # prepare.size for the 64 px models
+SMALL_SIZE = 80  # prepare.side for the 64 px models
 
 
 def prepare(root: Path, raw: Path, seed: int = 0, size: int = SMALL_SIZE) -> tuple[Path, list[str]]:
@@ -35,7 +36,7 @@ def prepare(root: Path, raw: Path, seed: int = 0, size: int = SMALL_SIZE) -> tup
     every split in ``root/prepared`` (kept when already there); return that folder and the class names."""
     if not (root / "prepared").is_dir():
         write_split(stratified_split(raw / "train", 0.25, seed, raw / "test"), root / "split")
-        prepare_dataset(root / "split", raw / "train", raw / "test", root / "prepared", size=size, workers=2)
+        prepare_dataset(root / "split", raw / "train", raw / "test", root / "prepared", side=size, workers=2)
     return root / "prepared", read_meta(root / "prepared" / "train")["class_names"]
 
 
@@ -117,7 +118,7 @@ def test_augmentation_only_on_the_train_split():
 
 def test_flowers5_short_training_beats_chance_on_its_test_folder(tmp_path: Path, real_photos: Path):
     """Real photos: 5 classes, chance 0.2; a small CNN at 64 px for a few epochs clearly beats it."""
-    from inat_cnn.config import DataConfig
+    from inat_cnn.core.config import DataConfig
     from inat_cnn.data.raw import build_raw_dataset
 
     raw = tmp_path / "raw"
@@ -132,7 +133,7 @@ def test_flowers5_short_training_beats_chance_on_its_test_folder(tmp_path: Path,
 
 def test_wandb_mirror_logs_offline_without_network(tmp_path: Path, synthetic_raw: Path, monkeypatch):
     """logging.wandb: true mirrors every epoch to a W&B run, offline when no API key is set."""
-    from inat_cnn.config import LoggingConfig
+    from inat_cnn.core.config import LoggingConfig
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

@@ -1,3 +1,1 @@
 """inat-cnn: a reproducible DVC pipeline that trains and compares image classifiers on iNaturalist-12K."""
-
-__version__ = "0.1.0"

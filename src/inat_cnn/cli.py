@@ -6,14 +6,14 @@ import argparse
 import os
 import sys
 
-from . import __version__
-from .errors import UserError
-from .sweep import add_sweep_commands
+from importlib.metadata import version
+from .core.errors import UserError
+from .sweep.cli import add_sweep_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inat-cnn", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"inat-cnn {__version__}")
+    parser.add_argument("--version", action="version", version=f"inat-cnn {version('inat-cnn')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     model_size = sub.add_parser("model-size", help="print the scratch CNN's per-layer table, params and FLOPs")
     model_size.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_size(args: argparse.Namespace) -> None:
-    from .config import ScratchModelConfig, from_dict
+    from .core.config import ScratchModelConfig, from_dict
     from .models.size import format_layer_table, size_report
-    from .stage_runner import load_params
+    from .core.stage_runner import load_params
 
     cfg = from_dict(ScratchModelConfig, load_params(args.params).get("model"), "model")
     report = size_report(cfg, args.num_classes)
@@ -47,7 +47,7 @@ def _model_size(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     import json
 
-    from .predict import format_predictions, predict_images
+    from .evaluation.predict import format_predictions, predict_images
 
     results = predict_images(args.checkpoint, args.inputs, args.top_k, device=args.device)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))

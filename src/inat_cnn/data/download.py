@@ -21,7 +21,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 CHUNK = 1 << 20
 MAX_BACKOFF_S = 60.0

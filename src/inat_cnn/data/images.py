@@ -98,7 +98,7 @@ def decode_rgb(path: str | Path):
     """Decode one image file to a uint8 (3, H, W) tensor (EXIF orientation applied); UserError if unreadable."""
     from torchvision.io import read_file
 
-    from ..errors import UserError
+    from ..core.errors import UserError
 
     try:
         return decode_rgb_bytes(read_file(str(path)))

@@ -3,8 +3,8 @@
 Layout of ``data/prepared`` (each split built in a temp folder and renamed when complete; each
 split is its own DVC out, so training depends on train and val alone and never on the test images)::
 
-    <split>/meta.json     {"format", "split", "size", "class_names", "count"}
-    <split>/images.npy    uint8 (N, 3, size, size): each image's shorter side resized to ``size``,
+    <split>/meta.json     {"format", "split", "side", "class_names", "count"}
+    <split>/images.npy    uint8 (N, 3, side, side): each image's shorter side resized to ``side``,
                           centre square (:func:`~inat_cnn.data.preprocessing.square_image`)
     <split>/items.csv     path,label,class_name (the split CSV format); row i describes image i
 
@@ -27,25 +27,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import UserError
-from ..files import atomic_path, write_json, write_text
+from ..core.errors import UserError
+from ..core.files import atomic_path, write_json, write_text
 from .images import decode_rgb
 from .preprocessing import square_image
 from .split import Row, SplitRows, check_test_classes, class_rows, csv_text, read_split_csv
 
-FORMAT = 1
+FORMAT = 2  # 2: meta.json names the square's side "side"
 
 
 def _rows(split: SplitRows) -> list[Row]:
     return [Row(p, label, split.names[label]) for p, label in split.items]
 
 
-def _write_images(out: Path, rows: Sequence[Row], source: Path, size: int, workers: int, desc: str) -> None:
+def _write_images(out: Path, rows: Sequence[Row], source: Path, side: int, workers: int, desc: str) -> None:
     """Decode + square-resize every row's image into ``out`` (a new .npy), ``workers`` threads at once."""
-    images = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(len(rows), 3, size, size))
+    images = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(len(rows), 3, side, side))
 
     def fill(index: int) -> None:
-        images[index] = square_image(decode_rgb(source / rows[index].path), size).numpy()
+        images[index] = square_image(decode_rgb(source / rows[index].path), side).numpy()
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for _ in tqdm(pool.map(fill, range(len(rows))), total=len(rows), desc=desc, mininterval=2.0, leave=False):
@@ -54,7 +54,7 @@ def _write_images(out: Path, rows: Sequence[Row], source: Path, size: int, worke
 
 
 def prepare_dataset(
-    split_dir: Path, train_dir: Path, test_dir: Path, out_dir: Path, *, size: int, workers: int
+    split_dir: Path, train_dir: Path, test_dir: Path, out_dir: Path, *, side: int, workers: int
 ) -> dict[str, Any]:
     """Build ``out_dir`` (see the module docstring) and return the metrics/prepare.json report."""
     train_csv = read_split_csv(split_dir / "train.csv")
@@ -69,16 +69,16 @@ def prepare_dataset(
         for name, (rows, source) in parts.items():
             with atomic_path(out_dir / name) as tmp:
                 tmp.mkdir()
-                _write_images(tmp / "images.npy", rows, source, size, workers, f"prepare {name}")
+                _write_images(tmp / "images.npy", rows, source, side, workers, f"prepare {name}")
                 write_text(tmp / "items.csv", csv_text(rows))
-                meta = {"format": FORMAT, "split": name, "size": size, "class_names": class_names, "count": len(rows)}
+                meta = {"format": FORMAT, "split": name, "side": side, "class_names": class_names, "count": len(rows)}
                 write_json(tmp / "meta.json", meta)
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     counts = {name: len(rows) for name, (rows, _) in parts.items()}
     return {
-        "size": size,
+        "side": side,
         "class_names": class_names,
         "counts": counts,
         "bytes": sum(f.stat().st_size for f in out_dir.rglob("images.npy")),
@@ -99,7 +99,7 @@ class PreparedSplit:
     class_names: list[str]
 
     @property
-    def size(self) -> int:
+    def side(self) -> int:
         return int(self.images.shape[-1])
 
     def __len__(self) -> int:
@@ -111,7 +111,7 @@ class PreparedSplit:
 
 
 def read_meta(split_dir: Path) -> dict[str, Any]:
-    """``split_dir``/meta.json: the split's square size, class names (index = label) and image count."""
+    """``split_dir``/meta.json: the split's square side, class names (index = label) and image count."""
     path = split_dir / "meta.json"
     if not path.is_file():
         raise UserError(f"{path}: prepared data not found; run `dvc repro prepare` first")
@@ -129,10 +129,28 @@ def open_prepared(root: Path, name: str) -> PreparedSplit:
         images = np.load(root / name / "images.npy", mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise UserError(f"{root / name / 'images.npy'}: unreadable ({exc}); run `dvc repro -f prepare`") from exc
-    if images.shape != (len(rows.items), 3, meta["size"], meta["size"]) or images.dtype != np.uint8:
+    if images.shape != (len(rows.items), 3, meta["side"], meta["side"]) or images.dtype != np.uint8:
         raise UserError(
             f"{root / name / 'images.npy'}: holds {images.dtype} {images.shape}, expected uint8 "
-            f"({len(rows.items)}, 3, {meta['size']}, {meta['size']}); run `dvc repro -f prepare`"
+            f"({len(rows.items)}, 3, {meta['side']}, {meta['side']}); run `dvc repro -f prepare`"
         )
     labels = np.array([label for _, label in rows.items], dtype=np.int64)
     return PreparedSplit(name, images, labels, [p for p, _ in rows.items], list(meta["class_names"]))
+
+
+def open_prepared_splits(root: Path, names: Sequence[str], *, side: int | None = None) -> list[PreparedSplit]:
+    """Open several splits that must belong together: one square side for all (``side`` when given).
+
+    A cache mixed from two ``prepare`` runs (one killed between splits, or outs checked out from
+    different experiments) is an error naming each split's side, never silently wrong scores."""
+    splits = [open_prepared(root, name) for name in names]
+    sides = {s.name: s.side for s in splits}
+    if len(set(sides.values())) > 1 or (side is not None and any(v != side for v in sides.values())):
+        found = ", ".join(f"{name} {value} px" for name, value in sides.items())
+        wanted = f"; the model was built for {side} px" if side is not None else ""
+        raise UserError(
+            f"{root}: the prepared splits do not match: {found}{wanted}; rebuild them together with `dvc repro -f prepare`"
+        )
+    if len({tuple(s.class_names) for s in splits}) > 1:
+        raise UserError(f"{root}: the prepared splits list different classes; rebuild them together with `dvc repro -f prepare`")
+    return splits

@@ -29,7 +29,7 @@ import torch
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as TF
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,7 +43,7 @@ JITTER = 0.2  # brightness, contrast and saturation factors in [1 - JITTER, 1 + 
 class Preprocessing:
     """How a model wants its input; stored in every checkpoint so evaluate and predict match training.
 
-    ``source_size`` is the side of the square images it was trained on (``prepare.size``).
+    ``source_size`` is the side of the square images it was trained on (``prepare.side``).
     """
 
     input_size: tuple[int, int]  # (height, width) the model sees
@@ -71,8 +71,8 @@ class Preprocessing:
         if max(h, w) > self.source_size:
             need = max(h, w) if self.resize_size is None else max(max(h, w), self.resize_size)
             raise UserError(
-                f"{what} takes {h}x{w} input but prepare.size = {self.source_size} caches smaller images; "
-                f"set prepare.size to at least {need} (dvc exp run -S prepare.size={need})"
+                f"{what} takes {h}x{w} input but the prepared squares are {self.source_size} px; "
+                f"set prepare.side to at least {need} (dvc exp run -S prepare.side={need})"
             )
 
 

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..config import DataConfig
-from ..errors import UserError
-from ..files import atomic_path
+from ..core.config import DataConfig
+from ..core.errors import UserError
+from ..core.files import atomic_path
 from .download import fetch, safe_extract_zip, sha256_file
 from .images import check_image, list_class_dirs, list_images
 from .synthetic import generate_synthetic

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from ..errors import UserError
-from ..files import write_text
+from ..core.errors import UserError
+from ..core.files import write_text
 from .images import list_class_dirs, list_images
 
 CSV_HEADER = ("path", "label", "class_name")

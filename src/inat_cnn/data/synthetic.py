@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..config import SyntheticConfig
-from ..errors import UserError
+from ..core.config import SyntheticConfig
+from ..core.errors import UserError
 from .images import IGNORED_NAMES
 
 Polygon = list[tuple[float, float]]

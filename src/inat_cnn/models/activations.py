@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import ACTIVATIONS
-from ..errors import ConfigError
+from ..core.config import ACTIVATIONS
+from ..core.errors import ConfigError
 
 # Not in-place: guided backprop puts backward hooks on these modules, and an in-place
 # activation would overwrite the tensor the hook hands back.

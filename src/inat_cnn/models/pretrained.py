@@ -32,7 +32,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..errors import ConfigError, UserError
+from ..core.errors import ConfigError, UserError
 
 LITE0 = "efficientnet_lite0"
 TIMM_LITE0 = "tf_efficientnet_lite0"
@@ -319,7 +319,7 @@ def _load_file(model: nn.Module, path: Path, arch: str, num_classes: int | None,
     if arch == LITE0 and set(state) != set(target) and len(state) == len(target):
         _load_in_order(model, state, path)  # the package's naming (_conv_stem, _blocks.0 ...)
         return head_loaded
-    from ..checkpoint import load_weights  # the project's one strict loader (names the first mismatch)
+    from .checkpoint import load_weights  # the project's one strict loader (names the first mismatch)
 
     try:
         load_weights(model, state, source=str(path))

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..config import ScratchModelConfig
+from ..core.config import ScratchModelConfig
 from .activations import make_activation
 from .size import IN_CHANNELS, block_output_hw, check_num_classes, flatten_features, same_padding
 

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ScratchModelConfig
-from ..errors import ConfigError
+from ..core.config import ScratchModelConfig
+from ..core.errors import ConfigError
 from .activations import activation_class
 
 IN_CHANNELS = 3

@@ -10,7 +10,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..files import atomic_path
+from ..core.files import atomic_path
 
 DPI = 100
 MAX_FIGURE_WIDTH_IN = 24.0

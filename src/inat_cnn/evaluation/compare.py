@@ -1,7 +1,8 @@
-"""Scratch vs fine-tuned: one summary row per model from the stages' metrics and curves.
+"""The comparison of any number of models: one summary row each from the stages' metrics and curves.
 
-Reads only what the earlier stages wrote (metrics JSON and dvclive curve TSVs); writes the
-side-by-side table (metrics/compare.json, reports/compare.md) and two figures.
+Every model writes the same files (:class:`ModelFiles`): ``metrics/{model,train,timing,evaluate}_<name>.json``
+and its validation curve in ``dvclive/train_<name>/``. The compare stage reads only those and writes
+the side-by-side table (metrics/compare.json, reports/compare.md) and two figures.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..core.errors import UserError
 
 COLUMNS = (
     ("test_accuracy", "test accuracy", "{:.3f}"),
@@ -63,32 +64,39 @@ def _per_class(test: dict[str, Any]) -> dict[str, float]:
     return {name: row["recall"] for name, row in test["per_class"].items()}
 
 
-def scratch_summary(model_size: Path, train: Path, evaluate: Path, val_curve: Path) -> ModelSummary:
-    size, fit, test = read_json(model_size), read_json(train), read_json(evaluate)
-    return ModelSummary(
-        name="scratch CNN", test_accuracy=test["accuracy"], macro_f1=test["macro_f1"],
-        params=size["params"], trainable_params=size["trainable_params"], flops_per_image=size["flops_per_image"],
-        train_seconds=fit["train_seconds"], best_epoch=fit["best_epoch"], best_val_acc=fit["best_val_acc"],
-        images_per_s=fit["images_per_s"], val_acc_curve=read_curve(val_curve), per_class_accuracy=_per_class(test),
-    )
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where one model's stages wrote its figures: every model has the same four files and one curve."""
+
+    name: str  # scratch, finetune, ...: the suffix of its files
+    root: Path = Path(".")  # the repository
+
+    def metrics(self, kind: str) -> Path:
+        return self.root / "metrics" / f"{kind}_{self.name}.json"
+
+    @property
+    def val_curve(self) -> Path:
+        return self.root / "dvclive" / f"train_{self.name}" / "plots" / "metrics" / "val" / "acc.tsv"
 
 
-def finetune_summary(finetune: Path, val_curve: Path) -> ModelSummary:
-    ft = read_json(finetune)
-    fit, test = ft["train"], ft["test"]
+def model_summary(files: ModelFiles) -> ModelSummary:
+    """One row of the comparison from the files of model ``files.name`` (see :class:`ModelFiles`)."""
+    model, fit, timing, test = (read_json(files.metrics(k)) for k in ("model", "train", "timing", "evaluate"))
     return ModelSummary(
-        name=f"{ft['arch']} ({ft['strategy']})", test_accuracy=test["accuracy"], macro_f1=test["macro_f1"],
-        params=ft["params"], trainable_params=ft["trainable_params"], flops_per_image=ft["flops_per_image"],
-        train_seconds=fit["train_seconds"], best_epoch=fit["best_epoch"], best_val_acc=fit["best_val_acc"],
-        images_per_s=fit["images_per_s"], val_acc_curve=read_curve(val_curve), per_class_accuracy=_per_class(ft["test"]),
+        name=model["label"], test_accuracy=test["accuracy"], macro_f1=test["macro_f1"],
+        params=model["params"], trainable_params=model["trainable_params"], flops_per_image=model["flops_per_image"],
+        train_seconds=timing["train_seconds"], best_epoch=fit["best_epoch"], best_val_acc=fit["best_val_acc"],
+        images_per_s=timing["images_per_s"], val_acc_curve=read_curve(files.val_curve), per_class_accuracy=_per_class(test),
     )
 
 
 def comparison(models: list[ModelSummary]) -> dict[str, Any]:
-    """metrics/compare.json: one entry per model (no curves), plus the winner on test accuracy."""
+    """metrics/compare.json: one entry per model (no curves), and the one chosen on validation accuracy.
+
+    The test accuracy is reported beside it, never used to choose."""
     rows = {m.name: {k: v for k, v in asdict(m).items() if k not in ("name", "val_acc_curve")} for m in models}
-    best = max(models, key=lambda m: m.test_accuracy)
-    return {"models": rows, "best_test_accuracy": best.name}
+    best = max(models, key=lambda m: m.best_val_acc)
+    return {"models": rows, "best_by_val_accuracy": best.name}
 
 
 def markdown_table(models: list[ModelSummary]) -> str:
@@ -110,8 +118,9 @@ def markdown_report(models: list[ModelSummary]) -> str:
         for c in classes
     ]
     return (
-        "# Scratch vs fine-tuned\n\n"
-        "Test set = the dataset's own `val/` folder (never used for tuning). FLOPs: 1 multiply-add = 2 FLOPs, "
+        "# Model comparison\n\n"
+        "Test set = the dataset's own `val/` folder (never used for tuning or choosing: the best model is the one "
+        "with the best validation accuracy). FLOPs: 1 multiply-add = 2 FLOPs, "
         "conv and linear layers (FlopCounterMode). Training wall time includes validation.\n\n"
         + markdown_table(models)
         + "\n\n## Per-class test accuracy (recall)\n\n"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -176,13 +176,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """The decode-once cache: every image as a ``size`` x ``size`` uint8 square (shorter side resized, centre)."""
+    """The decode-once cache: every image as a ``side`` x ``side`` uint8 square (shorter side resized, centre).
 
-    size: int = 256
+    (Not ``size``: DVC leaves params keys named ``size`` or ``nfiles`` out of its run-cache hash.)"""
+
+    side: int = 256
     workers: int = 2  # decoding threads
 
     def validate(self, s: str) -> None:
-        _check(16 <= self.size <= 2048, f"{s}.size", self.size, "an integer in [16, 2048]")
+        _check(16 <= self.side <= 2048, f"{s}.side", self.side, "an integer in [16, 2048]")
         _check(self.workers >= 1, f"{s}.workers", self.workers, "an integer >= 1")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
+from ..core.errors import UserError
 
 DEFAULT_METRIC = "metrics/evaluate_scratch.json:accuracy"
 

@@ -14,9 +14,9 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from .data.images import IGNORED_NAMES, IMAGE_SUFFIXES, check_image, decode_rgb
-from .data.preprocessing import BatchTransform, square_image
-from .errors import UserError
+from ..data.images import IGNORED_NAMES, IMAGE_SUFFIXES, check_image, decode_rgb
+from ..data.preprocessing import BatchTransform, square_image
+from ..core.errors import UserError
 
 BATCH_SIZE = 32
 
@@ -67,8 +67,8 @@ def predict_images(
 ) -> list[dict[str, Any]]:
     """Per image, in input order: ``{"path": str, "top": [{"class": name, "probability": p}, ...]}``,
     the ``top_k`` most probable classes (at most the checkpoint's class count), most probable first."""
-    from .checkpoint import load_model
-    from .train import select_device
+    from ..models.build import load_model
+    from ..training.device import select_device
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise UserError(f"top-k = {top_k!r} is not allowed; expected an integer >= 1")

@@ -1,6 +1,7 @@
-"""Checkpoint format and the one loader that rebuilds any checkpoint into a ready model.
+"""The checkpoint format: everything needed to rebuild a trained model without params.yaml.
 
-A checkpoint is a dict saved with torch.save (written to a temp file, then renamed)::
+A checkpoint is a dict saved with torch.save (serialised in memory, then written atomically, so
+equal content gives equal bytes)::
 
     {"format": 1, "model_state", "arch", "model_config", "class_names", "preprocessing",
      "epoch", "metrics"}
@@ -8,12 +9,15 @@ A checkpoint is a dict saved with torch.save (written to a temp file, then renam
 ``arch`` is ``"scratch_cnn"`` for the from-scratch CNN (``model_config`` = the `model` params)
 or a pretrained architecture name (``model_config`` = {"arch": ...}); ``preprocessing`` is a
 :class:`~inat_cnn.data.preprocessing.Preprocessing` dict, so evaluate and predict use the checkpoint's
-own input size and normalisation. The optimizer, scheduler and RNG progress of an unfinished run
-live in the resume file instead (see :class:`inat_cnn.train.ResumeState`).
+own input size and normalisation. :func:`inat_cnn.models.build.load_model` turns one into a ready
+model. The optimizer, scheduler and RNG progress of an unfinished run live in the resume file
+instead (see :class:`inat_cnn.training.resume.ResumeState`).
 """
 
 from __future__ import annotations
 
+import difflib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ScratchModelConfig, from_dict
-from .data.preprocessing import Preprocessing
-from .errors import UserError
-from .files import atomic_path
+from ..core.errors import UserError
+from ..core.files import write_bytes
+from ..data.preprocessing import Preprocessing
 
 FORMAT = 1
 SCRATCH_ARCH = "scratch_cnn"
+SECTIONS = ("format", "model_state", "arch", "model_config", "class_names", "preprocessing", "epoch", "metrics")
+REQUIRED = SECTIONS[:6]
 
 
 @dataclass(frozen=True)
@@ -38,18 +43,6 @@ class ModelSpec:
     model_config: dict[str, Any]
     class_names: list[str]
     preprocessing: Preprocessing
-
-
-def build_model(spec: ModelSpec) -> nn.Module:
-    """An untrained model of ``spec``'s architecture with one output per class."""
-    if spec.arch == SCRATCH_ARCH:
-        from .models.scratch import ScratchCNN
-
-        cfg = from_dict(ScratchModelConfig, spec.model_config, "model")
-        return ScratchCNN(cfg, num_classes=len(spec.class_names))
-    from .models.pretrained import build_pretrained
-
-    return build_pretrained(spec.arch, None, num_classes=len(spec.class_names)).model
 
 
 def save_checkpoint(
@@ -66,11 +59,13 @@ def save_checkpoint(
         "epoch": epoch,
         "metrics": metrics,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and check a checkpoint file; every problem is one UserError naming the file and the section."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found; train it first (dvc repro)")
@@ -78,9 +73,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
         raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
-    missing = {"format", "model_state", "arch", "model_config", "class_names", "preprocessing"} - set(ckpt)
-    if not isinstance(ckpt, dict) or missing:
-        raise UserError(f"{path}: not an inat-cnn checkpoint (missing {sorted(missing)})")
+    hint = "give a checkpoint written by train_scratch or finetune (models/*.pt)"
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path}: holds a {type(ckpt).__name__}, not an inat-cnn checkpoint (a dict of {', '.join(REQUIRED)}); {hint}")
+    unknown = [k for k in ckpt if k not in SECTIONS]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), SECTIONS, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"{path}: unknown section {unknown[0]!r}{guess}; a checkpoint has {', '.join(SECTIONS)}; {hint}")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: not an inat-cnn checkpoint: the section(s) {', '.join(missing)} are missing; {hint}")
+    checks = {
+        "model_state": isinstance(ckpt["model_state"], dict) and len(ckpt["model_state"]) > 0,
+        "arch": isinstance(ckpt["arch"], str) and bool(ckpt["arch"]),
+        "model_config": isinstance(ckpt["model_config"], dict) and len(ckpt["model_config"]) > 0,
+        "class_names": isinstance(ckpt["class_names"], (list, tuple)) and len(ckpt["class_names"]) >= 2,
+        "preprocessing": isinstance(ckpt["preprocessing"], dict) and "input_size" in ckpt["preprocessing"],
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise UserError(f"{path}: the section {bad[0]!r} is empty or malformed ({type(ckpt[bad[0]]).__name__}); {hint}")
     return ckpt
 
 
@@ -91,15 +104,6 @@ def spec_of(ckpt: dict[str, Any]) -> ModelSpec:
         class_names=list(ckpt["class_names"]),
         preprocessing=Preprocessing.from_dict(ckpt["preprocessing"]),
     )
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
-    """Rebuild the checkpoint's model with its weights, in eval mode: (model, spec, checkpoint)."""
-    ckpt = load_checkpoint(path)
-    spec = spec_of(ckpt)
-    model = build_model(spec)
-    load_weights(model, ckpt["model_state"], source=str(path))
-    return model.eval(), spec, ckpt
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -1,65 +1,21 @@
-"""Test-set predictions and classification metrics (scikit-learn), for any checkpoint."""
+"""The evaluate stages' library: one checkpoint on the prepared TEST split -> metrics and figures.
+
+``evaluate_scratch`` and ``evaluate_finetune`` run exactly this code, so both models get the same
+metrics layout and the same figures.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-)
 from torch import nn
-from tqdm import tqdm
 
-from .config import EvaluateConfig
-from .data.batches import BatchLoader
-from .data.prepared import PreparedSplit
-from .data.preprocessing import BatchTransform, Preprocessing
-from .errors import ConfigError, UserError
-
-
-@torch.no_grad()
-def predict_probs(
-    model: nn.Module, split: PreparedSplit, pre: Preprocessing, *, batch_size: int, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities (N, C) and true labels (N,) of a prepared split, in its order.
-
-    The probabilities stay on the device until the end (one copy to the host); the labels are
-    the split's own (an unshuffled loader visits it in order)."""
-    model.eval().to(device)
-    loader = BatchLoader(split, batch_size, device, BatchTransform(pre, augment=False))
-    probs = [torch.softmax(model(x).float(), dim=1) for x, _ in tqdm(loader, desc="predict", leave=False, mininterval=2.0)]
-    return torch.cat(probs).cpu().numpy(), split.labels.copy()
-
-
-def classification_metrics(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class precision/recall/F1/support, keyed by class name."""
-    idx = list(range(len(class_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=idx, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(labels, preds)),
-        "macro_f1": float(f1_score(labels, preds, labels=idx, average="macro", zero_division=0)),
-        "num_images": int(len(labels)),
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(class_names)
-        },
-    }
-
-
-def confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
-    return confusion_matrix(labels, preds, labels=list(range(num_classes)))
+from ..core.config import EvaluateConfig
+from ..core.errors import FieldError, UserError
+from ..data.preprocessing import BatchTransform
+from .metrics import classification_metrics, confusion, predict_probs
 
 
 def _last_conv_layer(model: nn.Module) -> nn.Module:
@@ -71,7 +27,7 @@ def _last_conv_layer(model: nn.Module) -> nn.Module:
 
 
 def _first_activation(model: nn.Module) -> nn.Module:
-    from .models.activations import is_activation
+    from ..models.activations import is_activation
 
     return next(m for m in model.modules() if is_activation(m))
 
@@ -94,29 +50,32 @@ def evaluate_checkpoint(
     """
     from dvclive import Live
 
-    from .checkpoint import load_model
-    from .data.prepared import open_prepared
-    from .train import select_device
-    from .viz.filters import feature_map_grid, filter_grid
-    from .viz.guided_backprop import guided_backprop, guided_backprop_grid, top_channels
-    from .viz.predictions import (
+    from ..data.prepared import open_prepared
+    from ..models.build import load_model
+    from ..training.device import select_device
+    from ..viz.filters import feature_map_grid, filter_grid
+    from ..viz.guided_backprop import guided_backprop, guided_backprop_grid, top_channels
+    from ..viz.predictions import (
         Prediction,
         confusion_matrix_png,
         prediction_grid,
         select_grid_samples,
     )
-    from .viz.probe import first_conv, layer_activations
+    from ..viz.probe import first_conv, layer_activations
 
     model, spec, ckpt = load_model(checkpoint_path)
     names = spec.class_names
     test = open_prepared(prepared_dir, "test")
     if test.class_names != list(names):
         raise UserError(f"{prepared_dir}: classes {test.class_names} differ from {checkpoint_path}'s {names}")
-    pre = replace(spec.preprocessing, source_size=test.size)  # the checkpoint's view of this cache's squares
-    if cfg.sample_index >= len(test):
-        raise ConfigError(
-            f"params: evaluate.sample_index = {cfg.sample_index} is not allowed; the test set has {len(test)} images"
+    if test.side != spec.preprocessing.source_size:
+        raise UserError(
+            f"{prepared_dir / 'test'}: its squares are {test.side} px but {checkpoint_path} was trained on "
+            f"{spec.preprocessing.source_size} px squares; rebuild the cache and the model together (dvc repro)"
         )
+    pre = spec.preprocessing
+    if cfg.sample_index >= len(test):
+        raise FieldError("sample_index", cfg.sample_index, f"is not allowed; the test set has {len(test)} images")
     probs, labels = predict_probs(model, test, pre, batch_size=cfg.batch_size, device=select_device(device))
     model.cpu()
     preds = probs.argmax(1)

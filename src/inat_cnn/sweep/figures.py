@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..sweep_results import Column, Experiment, hashable, value_label
+from .results import Column, Experiment, hashable, value_label
 
 
 
@@ -28,7 +28,7 @@ def plot_metric_vs_created(exps: Sequence[Experiment], metric: str, higher_is_be
     """The metric of each experiment against when DVC recorded it, with the best so far."""
     from matplotlib.figure import Figure
 
-    from .canvas import save_png
+    from ..viz.canvas import save_png
 
     x = _created(exps)
     y = [e.value for e in exps]
@@ -86,7 +86,7 @@ def plot_parallel_coordinates(exps: Sequence[Experiment], columns: Sequence[Colu
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    from .canvas import save_png
+    from ..viz.canvas import save_png
 
     y = np.array([e.value for e in exps], dtype=float)
     axes = [_axis(c) for c in columns] + [_axis(Column(metric, list(y)))]
@@ -120,7 +120,7 @@ def plot_importance(rows: Sequence[dict[str, Any]], metric: str, out_path: Path)
     """Two bar charts sharing the param axis: random-forest importance and Spearman correlation."""
     from matplotlib.figure import Figure
 
-    from .canvas import save_png
+    from ..viz.canvas import save_png
 
     params = [r["param"] for r in rows][::-1]  # most important on top
     imp = [r["rf_importance"] for r in rows][::-1]

@@ -42,3 +42,10 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` atomically (serialise to memory first: ``torch.save`` to a file would record the
+    temp file's random name inside the archive, and equal content would hash differently)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

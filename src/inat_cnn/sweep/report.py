@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .files import write_text
-from .sweep_results import (
+from ..core.errors import UserError
+from ..core.files import write_text
+from .results import (
     available_metrics, importance, metric_value, parse_exp_show, parse_metric, swept_columns, value_label,
 )
-from .viz.sweep import plot_importance, plot_metric_vs_created, plot_parallel_coordinates
+from .figures import plot_importance, plot_metric_vs_created, plot_parallel_coordinates
 
 
 

@@ -35,9 +35,9 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
-from .sweep_report import sweep_report
-from .sweep_results import DEFAULT_METRIC, parse_metric
+from ..core.errors import UserError
+from .report import sweep_report
+from .results import DEFAULT_METRIC, parse_metric
 
 GOALS = ("maximize", "minimize")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")

@@ -13,17 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import LoggingConfig
+from ..core.config import LoggingConfig
 
 EpochLogger = Callable[[dict[str, float]], None]
 
 
 def _log_to_live(live: Any, row: dict[str, float]) -> None:
+    """The epoch's results as dvclive curves, without timestamps: a re-run writes the same files."""
     for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
         split, name = key.split("_")
-        live.log_metric(f"{split}/{name}", row[key])
-    for key in ("lr", "epoch_seconds", "images_per_s"):
-        live.log_metric(key, row[key])
+        live.log_metric(f"{split}/{name}", row[key], timestamp=False)
+    live.log_metric("lr", row["lr"], timestamp=False)
     live.next_step()
 
 

@@ -1,0 +1,58 @@
+"""Predictions and classification metrics (scikit-learn) of any model on a prepared split."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+from torch import nn
+from tqdm import tqdm
+
+from ..data.batches import BatchLoader
+from ..data.prepared import PreparedSplit
+from ..data.preprocessing import BatchTransform, Preprocessing
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, split: PreparedSplit, pre: Preprocessing, *, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (N, C) and true labels (N,) of a prepared split, in its order.
+
+    The probabilities stay on the device until the end (one copy to the host); the labels are
+    the split's own (an unshuffled loader visits it in order)."""
+    model.eval().to(device)
+    loader = BatchLoader(split, batch_size, device, BatchTransform(pre, augment=False))
+    probs = [torch.softmax(model(x).float(), dim=1) for x, _ in tqdm(loader, desc="predict", leave=False, mininterval=2.0)]
+    return torch.cat(probs).cpu().numpy(), split.labels.copy()
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1/support, keyed by class name."""
+    idx = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=idx, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "macro_f1": float(f1_score(labels, preds, labels=idx, average="macro", zero_division=0)),
+        "num_images": int(len(labels)),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+    }
+
+
+def confusion(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    return confusion_matrix(labels, preds, labels=list(range(num_classes)))
