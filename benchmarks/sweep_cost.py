@@ -6,7 +6,7 @@ archive), so the workspace, its dvc.lock and its experiments are never touched. 
   1. set-up (timed, reported apart): the stages the sweep does not vary (the target's upstream
      stages that read none of the swept params, e.g. download and stratified_split) are
      reproduced with `dvc repro` and their dvc.lock committed, so that every experiment
-     restores them and runs only the varied stages (train_scratch, evaluate_scratch);
+     restores them and runs only the varied stages (train_scratch, as sweeps do: they rank by validation accuracy);
   2. the sweep (timed): a grid of train.lr x model.activation with -S train.epochs=E, either
      queued (`dvc exp run --queue` each, then `dvc queue start -j 1`) or run one after another
      in the workspace (`dvc exp run`).
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", type=int, default=grid_size, help=f"the first N of the {grid_size}-point grid "
                    + " x ".join(f"{k} {{{', '.join(v)}}}" for k, v in GRID.items()))
     p.add_argument("--epochs", type=int, default=2, help="-S train.epochs=E for every experiment")
-    p.add_argument("--target", default="evaluate_scratch", help="the stage each experiment reproduces")
+    p.add_argument("--target", default="train_scratch", help="the stage each experiment reproduces")
     p.add_argument("--mode", choices=("queue", "sequential"), default="queue",
                    help="queue: dvc exp run --queue + dvc queue start -j 1; sequential: dvc exp run one after another")
     p.add_argument("--tiny", action="store_true", help="small data and model in the copy's params.yaml, for a quick check")

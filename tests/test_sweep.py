@@ -1,4 +1,6 @@
-"""Sweeps: the sweep file, grid and random choice, -S values, the report, and a real queued sweep."""
+"""Sweeps: the sweep file, grid and random choice, -S values, the report, and a real queued sweep.
+
+The test set decides nothing: sweeps rank by validation accuracy, never by a test-split metric."""
 
 from __future__ import annotations
 
@@ -18,11 +20,15 @@ from conftest import REPO, TINY_PARAMS, copy_project, run, set_params, tool_env
 from PIL import Image
 
 from inat_cnn.core.errors import UserError
-from inat_cnn.sweep.cli import Sweep, add_sweep_commands, format_value, grid, load_sweep, queue_experiments, sample
+from inat_cnn.sweep import cli as sweep_cli
+from inat_cnn.sweep.cli import add_sweep_commands
+from inat_cnn.sweep.queue import format_value, grid, queue_experiments, sample
 from inat_cnn.sweep.report import sweep_report
-from inat_cnn.sweep.results import parse_exp_show
+from inat_cnn.sweep.results import DEFAULT_METRIC, is_test_metric_file, parse_exp_show
+from inat_cnn.sweep.spec import Sweep, load_sweep
 
-METRIC = "metrics/evaluate_scratch.json:accuracy"
+METRIC = "metrics/train_scratch.json:best_val_acc"
+TEST_METRIC = "metrics/evaluate_scratch.json:accuracy"
 
 
 def write(path: Path, text: str) -> Path:
@@ -42,9 +48,9 @@ def test_the_shipped_sweep_files_load():
     assert scratch.params["train.lr"] == [1e-2, 1e-3, 1e-4]
     assert scratch.params["model.batch_norm"] == [True, False]
     assert scratch.size == 3 * 3 * 4 * 2 * 2 * 2 * 3 * 3 * 2 == 5184
-    assert (scratch.metric, scratch.goal, scratch.targets) == (METRIC, "maximize", ("evaluate_scratch",))
+    assert (scratch.metric, scratch.goal, scratch.targets) == (METRIC, "maximize", ("train_scratch",))
     finetune = load_sweep(REPO / "sweeps/finetune.yaml")
-    assert finetune.metric == "metrics/finetune.json:test.accuracy" and finetune.targets == ("finetune",)
+    assert finetune.metric == "metrics/train_finetune.json:best_val_acc" and finetune.targets == ("finetune",)
     assert finetune.params["finetune.arch"] == ["efficientnet_lite0"] and finetune.size == 18
 
 
@@ -80,6 +86,91 @@ def test_load_sweep_errors_name_the_problem(tmp_path, text, message):
     with pytest.raises(UserError, match=re.escape(message)) as info:
         load_sweep(path)
     assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------ the test set decides nothing
+
+
+def _paths(entries) -> list[str]:
+    """A dvc.yaml deps/outs/metrics list: plain paths or ``{path: options}``."""
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def stages_reading_the_test_split() -> tuple[dict, set[str]]:
+    """dvc.yaml's stages, and the names of those that read data/prepared/test directly or through a
+    dep written by a stage that does (compare reads metrics/evaluate_*.json)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    written_by = {path: name for name, stage in stages.items()
+                  for path in _paths(stage.get("outs")) + _paths(stage.get("metrics"))}
+    tainted: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, stage in stages.items():
+            deps = _paths(stage.get("deps"))
+            if name not in tainted and ("data/prepared/test" in deps or any(written_by.get(d) in tainted for d in deps)):
+                tainted.add(name)
+                changed = True
+    return stages, tainted
+
+
+def ranking_metrics() -> dict[str, str]:
+    """Where each ranking metric is chosen -> FILE:KEY, read from the sweep files themselves (not
+    through load_sweep, so this test stands apart from its refusal)."""
+    found = {"DEFAULT_METRIC": DEFAULT_METRIC}
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        found[path.name] = yaml.safe_load(path.read_text()).get("metric", DEFAULT_METRIC)
+    return found
+
+
+def test_every_sweep_and_the_default_rank_by_a_metric_no_test_split_stage_writes():
+    stages, tainted = stages_reading_the_test_split()
+    assert {"evaluate_scratch", "evaluate_finetune", "compare"} <= tainted  # the check can see them
+    metrics = ranking_metrics()
+    assert len(metrics) >= 3, metrics  # the default and both sweep files
+    for where, metric in metrics.items():
+        file = metric.rsplit(":", 1)[0]
+        writers = [name for name, stage in stages.items() if file in _paths(stage.get("metrics"))]
+        assert len(writers) == 1, f"{where}: {file} is a metrics file of {writers or 'no stage'} in dvc.yaml"
+        stage = stages[writers[0]]
+        assert "data/prepared/test" not in _paths(stage["deps"]), f"{where}: {metric} is written by {writers[0]}, which reads the test split"
+        assert writers[0] not in tainted, f"{where}: {metric} is written by {writers[0]}, downstream of the test split"
+        assert "best_val" in metric, f"{where}: {metric} is not a validation metric"
+
+
+def test_the_refused_files_are_exactly_the_metrics_computed_from_the_test_split():
+    stages, tainted = stages_reading_the_test_split()
+    for name, stage in stages.items():
+        for file in _paths(stage.get("metrics")):
+            assert is_test_metric_file(file) == (name in tainted), (name, file)
+
+
+@pytest.mark.parametrize("metric", [TEST_METRIC, "metrics/evaluate_finetune.json:macro_f1",
+                                    "./metrics/evaluate_scratch.json:accuracy", "metrics/compare.json:models"])
+def test_load_sweep_refuses_a_metric_from_the_test_split(tmp_path, metric):
+    path = write(tmp_path / "sweep.yaml", f"metric: {metric}\nparams:\n  train.lr: [0.1]\n")
+    with pytest.raises(UserError) as info:
+        load_sweep(path)
+    message = str(info.value)
+    assert str(path) in message and metric.split(":")[0] in message and "test split" in message
+    assert "Rank by validation accuracy instead: metrics/train_" in message and ":best_val_acc" in message
+
+
+def test_sweep_report_refuses_a_test_metric_from_the_flag_and_from_the_library(tmp_path, monkeypatch):
+    def no_dvc(repo):
+        raise AssertionError("the refusal comes before `dvc exp show`")
+
+    monkeypatch.setattr(sweep_cli, "exp_show_json", no_dvc)
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser(prog="inat-cnn")
+    add_sweep_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "report", "--metric", TEST_METRIC])
+    with pytest.raises(UserError, match=r"sweep report --metric = .*evaluate_scratch\.json is computed from the test split.*"
+                                        r"Rank by validation accuracy instead: metrics/train_scratch\.json:best_val_acc"):
+        args.func(args)
+    with pytest.raises(UserError, match="test split"):
+        sweep_report(synthetic_sweep(with_test=True), TEST_METRIC, tmp_path / "p", tmp_path / "r.md")
+    assert not any(tmp_path.iterdir())
 
 
 # ------------------------------------------------------------------------ choosing configurations
@@ -145,12 +236,12 @@ def test_set_param_values_reject_what_cannot_be_written():
 
 def test_queue_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):
     configs = [{"train.lr": 1e-4, "model.batch_norm": False}, {"train.lr": 0.01, "model.batch_norm": True}]
-    cmds = queue_experiments(configs, repo=tmp_path, dry_run=True, name_prefix="lr", targets=["evaluate_scratch"])
-    assert cmds[0] == ["dvc", "exp", "run", "--queue", "evaluate_scratch", "-n", "lr-1",
+    cmds = queue_experiments(configs, repo=tmp_path, dry_run=True, name_prefix="lr", targets=["train_scratch"])
+    assert cmds[0] == ["dvc", "exp", "run", "--queue", "train_scratch", "-n", "lr-1",
                        "-S", "train.lr=0.0001", "-S", "model.batch_norm=false"]
     assert cmds[1][6] == "lr-2" and "train.lr=0.01" in cmds[1]
     out = capsys.readouterr().out
-    assert "would queue 2/2: dvc exp run --queue evaluate_scratch -n lr-2" in out
+    assert "would queue 2/2: dvc exp run --queue train_scratch -n lr-2" in out
     assert not any(tmp_path.iterdir())
     assert "-n" not in queue_experiments(configs, repo=tmp_path, dry_run=True)[0]
 
@@ -172,7 +263,7 @@ def test_the_cli_commands_parse(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args.func(args)
     out = capsys.readouterr().out
-    assert "a grid of 5184; queueing 3 (random) with targets evaluate_scratch" in out
+    assert "a grid of 5184; queueing 3 (random) with targets train_scratch" in out
     assert out.count("would queue") == 3 and "-n s-3" in out
 
 
@@ -193,21 +284,35 @@ def params_with(**dotted) -> dict:
     return params
 
 
+def missing(path: str) -> dict:
+    return {"error": {"type": "FileNotFoundError", "msg": f"[Errno 2] No such file or directory: '{path}'"}}
+
+
 def experiment(name: str, params: dict, accuracy: float | None, state: str | None = "success",
-               timestamp: str | None = "2026-01-01T10:00:00", legacy_status: str | None = None) -> dict:
+               timestamp: str | None = "2026-01-01T10:00:00", legacy_status: str | None = None,
+               test_accuracy: float | None = None) -> dict:
     """One entry of a commit's "experiments", the shape `dvc exp show --json` (DVC 3.67) writes:
     queued -> executor.state "queued"; running -> "running", timestamp null; failed -> "failed" and
     the rev's error {"msg": "Experiment run failed"}, metrics files missing; a plain `dvc exp run`
-    has no executor. Older DVC wrote a "status" field (Success, Failed, Queued, Running) instead."""
+    has no executor. Older DVC wrote a "status" field (Success, Failed, Queued, Running) instead.
+    ``accuracy`` is the best epoch's validation accuracy (metrics/train_scratch.json, what a sweep
+    targeting train_scratch records); ``test_accuracy``, where given, metrics/evaluate_scratch.json
+    (an experiment that also ran evaluate_scratch)."""
     rev = f"{abs(hash(name)):040x}"[:40]
-    metric_file = (
-        {"data": {"accuracy": accuracy, "macro_f1": accuracy, "num_images": 9}} if accuracy is not None
-        else {"error": {"type": "FileNotFoundError", "msg": "[Errno 2] No such file or directory: 'metrics/evaluate_scratch.json'"}}
+    train_file = (
+        {"data": {"best_epoch": 1, "best_val_acc": accuracy, "best_val_loss": 2.0 - accuracy, "epochs_run": 2,
+                  "stopped_early": False}} if accuracy is not None
+        else missing("metrics/train_scratch.json")
+    )
+    evaluate_file = (
+        {"data": {"accuracy": test_accuracy, "macro_f1": test_accuracy, "num_images": 9}} if test_accuracy is not None
+        else missing("metrics/evaluate_scratch.json")
     )
     entry = {
         "rev": rev, "name": name,
         "data": {"rev": rev, "timestamp": timestamp, "params": {"params.yaml": {"data": params}},
-                 "metrics": {"metrics/evaluate_scratch.json": metric_file, "metrics/split.json": {"data": {"total": {"train": 24}}}},
+                 "metrics": {"metrics/train_scratch.json": train_file, "metrics/evaluate_scratch.json": evaluate_file,
+                             "metrics/split.json": {"data": {"total": {"train": 24}}}},
                  "deps": {}, "outs": {}, "meta": {}},
         "error": {"msg": "Experiment run failed", "type": ""} if state == "failed" else None,
         "experiments": None,
@@ -228,9 +333,11 @@ def exp_show(experiments: list[dict]) -> list[dict]:
     return [workspace, baseline]
 
 
-def synthetic_sweep() -> list[dict]:
-    """24 finished runs where a low lr clearly helps and the activation barely matters, plus one
-    failed, two queued (one the old way), one running and one finished without the metric."""
+def synthetic_sweep(with_test: bool = False) -> list[dict]:
+    """24 finished runs where a low lr clearly helps (validation accuracy) and the activation
+    barely matters, plus one failed, two queued (one the old way), one running and one finished
+    without the metric. ``with_test``: each finished run also carries a test accuracy that runs
+    the other way (1 - validation accuracy), so ranking by it would pick an lr=0.01 run."""
     rng = np.random.default_rng(0)
     runs = []
     for i, (lr, act, bn) in enumerate(
@@ -238,7 +345,8 @@ def synthetic_sweep() -> list[dict]:
     ):
         acc = 0.3 + 0.2 * [0.01, 0.001, 0.0001].index(lr) + 0.02 * rng.random()
         runs.append(experiment(f"exp-{i + 1}", params_with(train__lr=lr, model__activation=act, model__batch_norm=bn), acc,
-                               timestamp=f"2026-01-01T10:{i:02d}:00", state="success" if i else None))
+                               timestamp=f"2026-01-01T10:{i:02d}:00", state="success" if i else None,
+                               test_accuracy=round(1.0 - acc, 6) if with_test else None))
     runs += [
         experiment("broken", params_with(model__activation="swish"), None, "failed", "2026-01-01T09:59:00"),
         experiment("waiting", params_with(train__lr=0.5), None, "queued", "2026-01-01T09:58:00"),
@@ -291,6 +399,42 @@ def test_report_ranks_counts_skipped_runs_and_ranks_the_params(tmp_path):
     assert "](../plots/sweep/importance.png)" in text
 
 
+def test_report_names_the_best_by_validation_accuracy_even_where_test_accuracy_disagrees(tmp_path, monkeypatch, capsys):
+    rows = synthetic_sweep(with_test=True)
+    exps = [e for e in parse_exp_show(rows) if e.status == "success"]
+    val = {e.name: e.metrics["metrics/train_scratch.json"]["best_val_acc"] for e in exps if e.metrics.get("metrics/train_scratch.json")}
+    test = {e.name: e.metrics["metrics/evaluate_scratch.json"]["accuracy"] for e in exps if e.metrics.get("metrics/evaluate_scratch.json")}
+    by_val, by_test = max(val, key=val.get), max(test, key=test.get)
+    assert by_val != by_test  # the two rankings disagree, so the test can tell which one was used
+
+    monkeypatch.setattr(sweep_cli, "exp_show_json", lambda repo: rows)  # the rest is the real command
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser(prog="inat-cnn")
+    add_sweep_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "report", "--sweep", str(REPO / "sweeps/scratch.yaml")])
+    args.func(args)
+    out = capsys.readouterr().out
+    assert f"best by validation accuracy ({METRIC}): {by_val} = {val[by_val]:.4g}" in out
+    assert f"next: `dvc exp apply {by_val}`, then `dvc repro` to evaluate the chosen configuration once on the test set" in out
+    assert by_test not in out
+
+    text = (tmp_path / "reports/sweep.md").read_text()
+    assert f"Ranked by validation accuracy (`{METRIC}`, higher is better)" in text
+    assert f"**{by_val}**: validation accuracy = {val[by_val]:.4g}" in text
+    assert f"dvc exp apply {by_val}\ndvc repro\n" in text and f"dvc exp apply {by_test}" not in text
+    header = next(line for line in text.splitlines() if line.startswith("| rank |"))
+    assert header.startswith("| rank | experiment | validation accuracy | test accuracy (not ranked) |")
+    first = text.splitlines()[text.splitlines().index(header) + 2]
+    assert first.startswith(f"| 1 | {by_val} | {val[by_val]:.4g} | {test[by_val]:.4g} |")
+    assert "the ranking and the best configuration come from validation accuracy alone" in text
+
+
+def test_report_without_test_metrics_has_no_test_column(tmp_path):
+    sweep_report(synthetic_sweep(), METRIC, tmp_path / "p", tmp_path / "r.md")
+    text = (tmp_path / "r.md").read_text()
+    assert "test accuracy" not in text and "| rank | experiment | validation accuracy |" in text
+
+
 def test_report_restricted_to_the_sweep_keys_and_minimising(tmp_path):
     result = sweep_report(synthetic_sweep(), METRIC, tmp_path / "p", tmp_path / "r.md", keys=["train.lr", "model.filters"], higher_is_better=False)
     assert result["swept"] == ["train.lr"]  # model.filters never varied
@@ -315,8 +459,8 @@ def test_report_without_finished_experiments_or_without_the_metric_is_a_user_err
     waiting = exp_show([experiment("q", BASE, None, "queued"), experiment("f", BASE, None, "failed")])
     with pytest.raises(UserError, match=r"no finished experiments; run dvc queue start \(1 queued, 0 running, 1 failed\)"):
         sweep_report(waiting, METRIC, tmp_path / "p", tmp_path / "r.md")
-    with pytest.raises(UserError, match=r"has metrics/finetune.json:test.accuracy; metrics they have: .*evaluate_scratch.json:accuracy"):
-        sweep_report(synthetic_sweep(), "metrics/finetune.json:test.accuracy", tmp_path / "p", tmp_path / "r.md")
+    with pytest.raises(UserError, match=r"has metrics/train_finetune.json:best_val_acc; metrics they have: .*train_scratch.json:best_val_acc"):
+        sweep_report(synthetic_sweep(), "metrics/train_finetune.json:best_val_acc", tmp_path / "p", tmp_path / "r.md")
     with pytest.raises(UserError, match="FILE:KEY"):
         sweep_report(synthetic_sweep(), "accuracy", tmp_path / "p", tmp_path / "r.md")
     assert not (tmp_path / "r.md").exists()
@@ -327,8 +471,8 @@ def test_report_without_finished_experiments_or_without_the_metric_is_a_user_err
 
 class QueueWatch(threading.Thread):
     """Follows a running queue from a background thread, 4 times a second, noting for each
-    experiment when its log appears, when train_scratch starts, when evaluate_scratch's lock is
-    written, and when its result ref (refs/exps/.../NAME) is committed. Best effort for the log
+    experiment when its log appears, when train_scratch starts, when its lock is written, and
+    when its result ref (refs/exps/.../NAME) is committed. Best effort for the log
     part: its place (.dvc/tmp/exps/run/<task>/<task>.out) is DVC's internals."""
 
     def __init__(self, repo: Path):
@@ -348,7 +492,7 @@ class QueueWatch(threading.Thread):
             self.note(found.group(1), "log", now)
             if "Running stage 'train_scratch'" in text:
                 self.note(found.group(1), "stages_start", now)
-            tail = text.split("Running stage 'evaluate_scratch'", 1)
+            tail = text.split("Running stage 'train_scratch'", 1)
             if len(tail) == 2 and "Updating lock file" in tail[1]:
                 self.note(found.group(1), "stages_end", now)
         refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=self.repo,
@@ -394,6 +538,8 @@ def wait_for(repo: Path, names: list[str], timeout: float = 600) -> dict[str, st
 
 @pytest.mark.e2e
 def test_a_queued_sweep_runs_only_the_scratch_stages_and_is_reported(tmp_path, monkeypatch, capsys, request):
+    """A sweep targeting train_scratch: its experiments train and validate, never evaluate on the
+    test split, and the report ranks them by validation accuracy."""
     for key, value in tool_env().items():  # queue_experiments runs dvc from this process
         monkeypatch.setenv(key, value)
     repo = tmp_path / "project"
@@ -402,11 +548,12 @@ def test_a_queued_sweep_runs_only_the_scratch_stages_and_is_reported(tmp_path, m
     set_params(repo, TINY_PARAMS)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "project copy"], repo)
-    run(["dvc", "repro", "stratified_split"], repo)
+    run(["dvc", "repro", "prepare"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "data stages"], repo)  # queued runs start from this commit's dvc.lock
 
-    sweep = load_sweep(write(tmp_path / "tiny.yaml", "targets: [evaluate_scratch]\nparams:\n  train.lr: [1e-2, 1e-3, 1e-4]\n"))
+    sweep = load_sweep(write(tmp_path / "tiny.yaml", "targets: [train_scratch]\nparams:\n  train.lr: [1e-2, 1e-3, 1e-4]\n"))
+    assert sweep.metric == METRIC
     queue_experiments(grid(sweep), repo=repo, name_prefix="lr", targets=sweep.targets)
     names = ["lr-1", "lr-2", "lr-3"]
     watch = QueueWatch(repo)
@@ -428,8 +575,8 @@ def test_a_queued_sweep_runs_only_the_scratch_stages_and_is_reported(tmp_path, m
 
     for name in names:
         log = run(["dvc", "queue", "logs", name], repo).stdout
-        assert "Running stage 'train_scratch'" in log and "Running stage 'evaluate_scratch'" in log, log
-        for stage in ("download", "stratified_split", "finetune"):
+        assert "Running stage 'train_scratch'" in log, log
+        for stage in ("download", "stratified_split", "prepare", "evaluate_scratch", "finetune", "evaluate_finetune", "compare"):
             assert f"Running stage '{stage}'" not in log, log
         assert "Stage 'download' didn't change, skipping" in log or "restored" in log, log
 
@@ -437,18 +584,22 @@ def test_a_queued_sweep_runs_only_the_scratch_stages_and_is_reported(tmp_path, m
     exps = {e.name: e for e in parse_exp_show(rows)}
     assert {exps[n].status for n in names} == {"success"} and exps["bad-1"].status == "failed"
     assert sorted(exps[n].params["train.lr"] for n in names) == [1e-4, 1e-3, 1e-2]
+    val = {n: exps[n].metrics["metrics/train_scratch.json"]["best_val_acc"] for n in names}
+    assert not any(exps[n].metrics.get("metrics/evaluate_scratch.json") for n in names)  # the test split untouched
 
     monkeypatch.chdir(repo)  # the CLI's report runs `dvc exp show --json` in the cwd
     parser = argparse.ArgumentParser(prog="inat-cnn")
     add_sweep_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "report", "--sweep", str(tmp_path / "tiny.yaml")])
     args.func(args)
-    assert "3 experiments used, 1 failed, 0 queued, 0 running" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 experiments used, 1 failed, 0 queued, 0 running" in out and "best by validation accuracy" in out
     for name in ("metric_vs_created.png", "parallel_coordinates.png", "importance.png"):
         assert_png(repo / "plots/sweep" / name)
     text = (repo / "reports/sweep.md").read_text()
     best = re.search(r"dvc exp apply (lr-\d)", text)
     assert best and f"**{best.group(1)}**" in text and "`bad-1`" in text
+    assert val[best.group(1)] == max(val.values()) and f"`dvc exp apply {best.group(1)}`, then `dvc repro`" in out
     assert (repo / "plots/sweep/importance.csv").read_text().splitlines()[1].startswith("train.lr,numeric,3,")
     run(["dvc", "queue", "stop"], repo, check=False)
 
@@ -458,7 +609,7 @@ def test_a_queued_sweep_runs_only_the_scratch_stages_and_is_reported(tmp_path, m
         for name in names:
             print(f"  {name}: " + ", ".join(f"{k} at {v - start:.1f} s" for k, v in watch.events.get(name, {}).items()))
         if stages is not None:
-            print(f"  stage commands train_scratch + evaluate_scratch: {stages:.1f} s ({stages / wall:.0%}); "
+            print(f"  stage command train_scratch: {stages:.1f} s ({stages / wall:.0%}); "
                   f"DVC (worker start, temp workspace, checkout, commit): {wall - stages:.1f} s ({1 - stages / wall:.0%})")
         else:
             print("  stage times unavailable: the queue's logs were not where this test looks (DVC internals)")

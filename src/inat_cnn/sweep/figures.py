@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .results import Column, Experiment, hashable, value_label
+from .results import Column, Experiment, hashable, metric_label, value_label
 
 
 
@@ -48,7 +48,7 @@ def plot_metric_vs_created(exps: Sequence[Experiment], metric: str, higher_is_be
         ax.set_xlabel("created (experiment commit time)")
     else:
         ax.set_xlabel("experiment, in creation order")
-    ax.set_ylabel(metric.rsplit(":", 1)[1])
+    ax.set_ylabel(metric_label(metric))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=9)
     save_png(fig, out_path, f"{metric} v/s created ({len(exps)} experiments)")
@@ -90,7 +90,7 @@ def plot_parallel_coordinates(exps: Sequence[Experiment], columns: Sequence[Colu
 
     y = np.array([e.value for e in exps], dtype=float)
     axes = [_axis(c) for c in columns] + [_axis(Column(metric, list(y)))]
-    names = [c.key for c in columns] + [metric.rsplit(":", 1)[1]]
+    names = [c.key for c in columns] + [metric_label(metric)]
     pad = 0.0 if y.max() > y.min() else max(abs(y.min()) * 0.05, 0.01)  # a constant metric: one colour
     norm = Normalize(y.min() - pad, y.max() + pad)
     cmap = colormaps["viridis"]

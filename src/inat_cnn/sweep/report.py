@@ -1,5 +1,6 @@
-"""``reports/sweep.md`` and ``plots/sweep/``: the ranked experiments, the best configuration and the
-``dvc exp apply`` command that brings it back, the parameter-importance table and the figures.
+"""``reports/sweep.md`` and ``plots/sweep/``: the experiments ranked by a validation metric, the best
+configuration and what to do with it (``dvc exp apply``, then ``dvc repro`` to measure it once on
+the test set), the parameter-importance table and the figures. The test set ranks nothing here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 from ..core.errors import UserError
 from ..core.files import write_text
 from .results import (
-    available_metrics, importance, metric_value, parse_exp_show, parse_metric, swept_columns, value_label,
+    available_metrics, importance, metric_label, metric_value, parse_exp_show, refuse_test_metric,
+    reported_test_metric, swept_columns, value_label,
 )
 from .figures import plot_importance, plot_metric_vs_created, plot_parallel_coordinates
 
@@ -46,7 +48,8 @@ def sweep_report(
     top: int = 10,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Rank the finished experiments of ``dvc exp show --json`` by ``metric`` (FILE:KEY) and write
+    """Rank the finished experiments of ``dvc exp show --json`` by ``metric`` (FILE:KEY, a validation
+    metric: one computed from the test split is a :class:`UserError`) and write
     ``out_dir``/{metric_vs_created,parallel_coordinates,importance}.png, importance.csv and
     ``report_md``. ``keys`` (a sweep's params) limits which params count as swept; otherwise
     every param that varies does. Returns the counts, the best experiment and the importance rows.
@@ -56,8 +59,11 @@ def sweep_report(
     (categorical params coded by order of first appearance, so only its size means something
     there) and a seeded random forest's impurity importance on the params (categorical params
     one-hot, their columns' importances summed), like W&B's parameter-importance panel.
+
+    An experiment that happens to carry the test accuracy of the same model (its evaluate stage
+    ran) shows it in a column labelled as test accuracy; nothing is ranked or chosen by it.
     """
-    parse_metric(metric)
+    refuse_test_metric(metric, "sweep report: metric")
     out_dir, report_md = Path(out_dir), Path(report_md)
     exps = parse_exp_show(exp_show_json)
     counts = {s: sum(e.status == s for e in exps) for s in ("success", "failed", "queued", "running")}
@@ -101,12 +107,17 @@ def sweep_report(
         (out_dir / "importance.png").unlink()  # a stale figure from an earlier, larger sweep
 
     swept = [c.key for c in columns]
-    short = metric.rsplit(":", 1)[1]
+    label = metric_label(metric)
+    test_metric = reported_test_metric(metric)
+    tests = {e.name: metric_value(e, test_metric) for e in used} if test_metric else {}
+    if not any(v is not None for v in tests.values()):
+        tests = {}
     failed = [e.name for e in exps if e.status == "failed"]
     md = [
         "# Sweep report",
         "",
-        f"Metric: `{metric}` ({'higher' if higher_is_better else 'lower'} is better).",
+        f"Ranked by {label} (`{metric}`, {'higher' if higher_is_better else 'lower'} is better). "
+        "The test set ranks nothing here: it is measured once, on the chosen configuration.",
         "",
         f"Experiments: {len(used)} used, {counts['failed']} failed, {counts['queued']} queued, "
         f"{counts['running']} running" + (f", {len(without)} finished without the metric" if without else "") + ".",
@@ -115,12 +126,22 @@ def sweep_report(
         md += ["", "Failed (see `dvc queue logs NAME`): " + ", ".join(f"`{n}`" for n in failed)]
     ties = [e.name for e in ranked[1:] if e.value == best.value]
     tied = f" (tied with {', '.join(ties)}; the earliest is shown)" if ties else ""
-    md += ["", "## Best configuration", "", f"**{best.name}**: {short} = {best.value:.4g}{tied}", ""]
+    md += ["", f"## Best configuration (by {label})", "", f"**{best.name}**: {label} = {best.value:.4g}{tied}", ""]
     md += [_table(["param", "value"], [(k, best.params.get(k)) for k in swept]) if swept else "(no param varies)"]
-    md += ["", "Bring its params, metrics and outputs into the workspace:", "", "```bash", f"dvc exp apply {best.name}", "```"]
+    md += [
+        "", "Next: bring its params and outputs into the workspace, then run the rest of the pipeline, which "
+        "evaluates the chosen configuration once on the test set:", "",
+        "```bash", f"dvc exp apply {best.name}", "dvc repro", "```",
+    ]
     md += ["", f"## Top {min(top, len(ranked))} of {len(ranked)}", ""]
-    md += [_table(["rank", "experiment", short, *swept],
-                  [(i, e.name, e.value, *(e.params.get(k) for k in swept)) for i, e in enumerate(ranked[:top], 1)])]
+    test_header = ["test accuracy (not ranked)"] if tests else []
+    md += [_table(["rank", "experiment", label, *test_header, *swept],
+                  [(i, e.name, e.value, *([("" if tests.get(e.name) is None else tests[e.name])] if tests else []),
+                    *(e.params.get(k) for k in swept))
+                   for i, e in enumerate(ranked[:top], 1)])]
+    if tests:
+        md += ["", f"Test accuracy (`{test_metric}`) is shown because these experiments ran their evaluate stage; "
+               f"the ranking and the best configuration come from {label} alone."]
     md += ["", "## Parameter importance", ""]
     if rows:
         md += [
@@ -130,14 +151,14 @@ def sweep_report(
                     for r in rows]),
             "",
             (
-                "Spearman ρ: rank correlation of the param with the metric (a categorical param is coded by "
+                f"Spearman ρ: rank correlation of the param with {label} (a categorical param is coded by "
                 "order of first appearance, so only |ρ| means something there; n/a where the metric is constant). "
                 "RF importance: a seeded random forest's impurity importance, summed over a categorical "
                 "param's one-hot columns; they add up to 1 (all 0 when the metric is constant)."
             ),
         ]
         if len({e.value for e in used}) == 1:
-            md += ["", f"Every experiment has the same {short}: nothing can be attributed to a param."]
+            md += ["", f"Every experiment has the same {label}: nothing can be attributed to a param."]
     else:
         md += [note + "."]
     rel = Path(os.path.relpath(out_dir, report_md.parent))
@@ -145,6 +166,7 @@ def sweep_report(
     write_text(report_md, "\n".join(md) + "\n")
     return {
         "metric": metric,
+        "label": label,
         "used": len(used),
         "failed": counts["failed"],
         "queued": counts["queued"],

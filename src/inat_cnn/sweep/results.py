@@ -3,12 +3,18 @@
 :func:`parse_exp_show` turns DVC's JSON into :class:`Experiment` rows (finished, failed, queued or
 running); :func:`swept_columns` finds the params that vary; :func:`importance` gives each one's
 Spearman correlation with the metric and a random-forest importance, as W&B's panel does.
+
+The test set decides nothing: a sweep ranks by a validation metric (:data:`DEFAULT_METRIC`, the
+best epoch's validation accuracy), and :func:`refuse_test_metric` rejects a metric from a file
+computed from the test split (:data:`TEST_METRIC_FILES`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
+import posixpath
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +24,14 @@ import numpy as np
 
 from ..core.errors import UserError
 
-DEFAULT_METRIC = "metrics/evaluate_scratch.json:accuracy"
+DEFAULT_METRIC = "metrics/train_scratch.json:best_val_acc"
+"""The best epoch's accuracy on the validation split, written by the train_scratch stage."""
+
+TEST_METRIC_FILES = ("metrics/evaluate_*.json", "metrics/compare.json")
+"""Metrics files computed from the test split (the evaluate stages, and compare, which reads them):
+never a sweep's ranking metric."""
+
+_LABELS = {"best_val_acc": "validation accuracy", "best_val_loss": "validation loss"}
 
 
 def parse_metric(metric: Any, where: str = "metric") -> tuple[str, str]:
@@ -28,6 +41,57 @@ def parse_metric(metric: Any, where: str = "metric") -> tuple[str, str]:
     file, key = metric.rsplit(":", 1)
     return file, key
 
+
+def _normal(file: str) -> str:
+    """``./metrics//x.json`` and ``metrics\\x.json`` -> ``metrics/x.json``: the path as dvc writes it."""
+    return posixpath.normpath(file.replace("\\", "/"))
+
+
+def is_test_metric_file(file: str) -> bool:
+    """Whether ``file`` (a metrics file's path) is computed from the test split."""
+    return any(fnmatch.fnmatchcase(_normal(file), pattern) for pattern in TEST_METRIC_FILES)
+
+
+def _model(file: str) -> str | None:
+    """``metrics/evaluate_finetune.json`` or ``metrics/train_finetune.json`` -> ``finetune``."""
+    name = posixpath.basename(_normal(file))
+    for prefix in ("evaluate_", "train_"):
+        if name.startswith(prefix) and name.endswith(".json"):
+            return name[len(prefix):-len(".json")] or None
+    return None
+
+
+def validation_metric_for(metric: str) -> str:
+    """The validation metric to rank by instead: ``metrics/train_<model>.json:best_val_acc``."""
+    model = _model(parse_metric(metric)[0])
+    return f"metrics/train_{model}.json:best_val_acc" if model else DEFAULT_METRIC
+
+
+def refuse_test_metric(metric: str, where: str = "metric") -> None:
+    """A :class:`UserError` when ``metric`` (FILE:KEY) comes from a file computed from the test
+    split: ranking a sweep by it would let the test set choose the model."""
+    file, _ = parse_metric(metric, where)
+    if is_test_metric_file(file):
+        raise UserError(
+            f"{where} = {metric!r}: {file} is computed from the test split, and the test set decides "
+            f"nothing (no ranking, no choice). Rank by validation accuracy instead: {validation_metric_for(metric)}"
+        )
+
+
+def reported_test_metric(metric: str) -> str | None:
+    """The test accuracy that goes with a training stage's metric (``metrics/train_scratch.json:...``
+    -> ``metrics/evaluate_scratch.json:accuracy``), to be shown beside it and never ranked by."""
+    file, _ = parse_metric(metric)
+    model = _model(file)
+    if model is None or not posixpath.basename(_normal(file)).startswith("train_"):
+        return None
+    return f"{posixpath.dirname(_normal(file))}/evaluate_{model}.json:accuracy".lstrip("/")
+
+
+def metric_label(metric: str) -> str:
+    """A name for people: ``validation accuracy`` for ``...:best_val_acc``, else the key."""
+    key = parse_metric(metric)[1]
+    return _LABELS.get(key, key)
 
 
 # --------------------------------------------------------------------- reading dvc exp show --json
