@@ -23,7 +23,8 @@ def main(params: dict) -> None:
     # value fails at once instead of after seconds of imports.
     from inat_cnn.data.prepared import read_meta
     from inat_cnn.models.checkpoint import ModelSpec
-    from inat_cnn.models.pretrained import apply_strategy, build_pretrained, count_params, param_groups
+    from inat_cnn.models.pretrained.build import build_pretrained
+    from inat_cnn.models.pretrained.freezing import apply_strategy, count_params, param_groups
     from inat_cnn.models.size import measured_flops
     from inat_cnn.training.device import seed_everything
     from inat_cnn.training.distributed import is_main_process

@@ -27,14 +27,11 @@ from inat_cnn.data.preprocessing import BatchTransform, square_image
 from inat_cnn.data.raw import build_raw_dataset
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.evaluation.evaluate import predict_probs
-from inat_cnn.models.pretrained import (
-    LITE0,
-    PretrainedModel,
-    apply_strategy,
-    build_pretrained,
-    param_groups,
-)
-from inat_cnn.training.loop import FitResult, seed_everything, train_on_split
+from inat_cnn.models.pretrained.build import PretrainedModel, build_pretrained
+from inat_cnn.models.pretrained.freezing import apply_strategy, param_groups
+from inat_cnn.models.pretrained.weights import LITE0
+from inat_cnn.training.device import seed_everything
+from inat_cnn.training.loop import FitResult, train_on_split
 
 SEED = 0
 CPU = {"device": "cpu"}
@@ -92,7 +89,7 @@ def lite0_run(tmp_path_factory) -> Lite0Run:
     start = time.perf_counter()
     result = run_finetune(pm, spec, cfg, root, raw)
     print(f"\nlite0, 1 epoch of 18 train + 6 val images at 224 px, batch 8: {time.perf_counter() - start:.1f} s "
-          f"(training {result.images_per_s:.1f} img/s)")
+          f"(training {result.timing()['images_per_s']:.1f} img/s)")
     return Lite0Run(pm, spec, result, before, root, raw)
 
 

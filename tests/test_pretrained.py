@@ -16,14 +16,9 @@ from torch import nn
 from torchvision.models import ResNet18_Weights
 from torchvision.transforms import InterpolationMode, v2
 
-from inat_cnn.core.errors import ConfigError, UserError
-from inat_cnn.models.pretrained import (
-    ARCHS,
-    apply_strategy,
-    build_pretrained,
-    count_params,
-    param_groups,
-)
+from inat_cnn.core.errors import ConfigError, UserError, fields_named
+from inat_cnn.models.pretrained.build import ARCHS, build_pretrained
+from inat_cnn.models.pretrained.freezing import apply_strategy, count_params, param_groups
 
 NUM_CLASSES = 7
 IMAGENET_CATEGORIES = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
@@ -222,7 +217,7 @@ def test_state_dict_files_load_with_imagenet_or_own_head(tmp_path):
 
 
 def test_unknown_arch_lists_valid_names():
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError) as err, fields_named("params: finetune."):
         build_pretrained("resnet19", None, 3)
     msg = str(err.value)
     assert "finetune.arch" in msg and "resnet18" in msg and "efficientnet_lite0" in msg and "vit_b_16" in msg
@@ -230,7 +225,7 @@ def test_unknown_arch_lists_valid_names():
 
 
 def test_unknown_weights_name_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"finetune\.weights.*IMAGENET1K_V1"):
+    with pytest.raises(ConfigError, match=r"finetune\.weights.*IMAGENET1K_V1"), fields_named("params: finetune."):
         build_pretrained("resnet18", "IMAGENET1K_V9", 3)
 
 
@@ -239,7 +234,7 @@ def test_unknown_weights_name_lists_valid_names():
     ("freeze_some", 1, r"finetune\.strategy"),
 ])  # fmt: skip
 def test_bad_strategy_params(meta_models, strategy, k, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match), fields_named("params: finetune."):
         apply_strategy(meta_models("efficientnet_lite0"), strategy, trainable_blocks=k)
 
 
@@ -265,7 +260,7 @@ def test_lite0_package_style_file_with_wrong_shape(tmp_path):
 
 
 def test_missing_weights_file(tmp_path):
-    with pytest.raises(UserError, match=r"finetune\.weights.*no such file.*nowhere\.pth"):
+    with pytest.raises(UserError, match=r"finetune\.weights.*no such file.*nowhere\.pth"), fields_named("params: finetune."):
         build_pretrained("resnet18", str(tmp_path / "nowhere.pth"), 3)
 
 

@@ -1,7 +1,7 @@
 """One factory for every model: ``build_model(spec)`` and ``load_model(checkpoint)``.
 
 The architecture name picks the builder (the from-scratch CNN, or a pretrained architecture
-from :mod:`inat_cnn.models.pretrained`); evaluate, predict and the tests all rebuild models here.
+from :mod:`inat_cnn.models.pretrained.build`); evaluate, predict and the tests all rebuild models here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
         cfg = from_dict(ScratchModelConfig, spec.model_config, "model")
         return ScratchCNN(cfg, num_classes=len(spec.class_names))
-    from .pretrained import build_pretrained
+    from .pretrained.build import build_pretrained
 
     return build_pretrained(spec.arch, None, num_classes=len(spec.class_names)).model
 
