@@ -1,8 +1,14 @@
-"""Real `dvc` in a temporary git repository: the pipeline as a user runs it."""
+"""Real `dvc` in a temporary git repository: the pipeline as a user runs it.
+
+The pipeline is reproduced once per module (``built``); every test that runs dvc works on its own
+copy of that repository (``repo``), so each test passes alone and in any order.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,100 +18,155 @@ from conftest import REPO, TINY_PARAMS, copy_project, run, set_params
 
 pytestmark = pytest.mark.e2e
 
+STAGES = ("download", "stratified_split", "prepare", "train_scratch", "evaluate_scratch", "finetune", "evaluate_finetune", "compare")
+FIGURES = {"confusion_matrix.png", "predictions_grid.png", "filters.png", "feature_maps.png", "guided_backprop.png"}
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = copy_project(tmp_path_factory.mktemp("project"))
+
+def _project(path: Path) -> Path:
+    repo = copy_project(path)
     set_params(repo, TINY_PARAMS)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "project copy"], repo)
     return repo
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """The project with the whole pipeline reproduced and committed, and what `dvc repro` printed."""
+    repo = _project(tmp_path_factory.mktemp("built") / "repo")
+    out = run(["dvc", "repro"], repo).stdout
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "pipeline run"], repo)
+    return repo, out
+
+
+@pytest.fixture
+def repo(built: tuple[Path, str], tmp_path: Path) -> Path:
+    """A private copy of the reproduced project (its DVC cache, outs and git history included)."""
+    return Path(shutil.copytree(built[0], tmp_path / "repo", symlinks=True))
+
+
+def ran(out: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in out]
+
+
+def md5s(root: Path, paths: list[str]) -> dict[str, str]:
+    files = {}
+    for rel in paths:
+        p = root / rel
+        for f in sorted([p] if p.is_file() else p.rglob("*")):
+            if f.is_file():
+                files[str(f.relative_to(root))] = hashlib.md5(f.read_bytes()).hexdigest()
+    return files
+
+
 def test_stage_deps_never_read_the_test_set_before_evaluation():
-    """Only evaluation-type stages may depend on the test images (the dataset's own val/ folder);
-    prepare caches them (decode + resize only) in an out of their own, data/prepared/test."""
+    """Only the evaluate stages depend on the test images (the dataset's own val/ folder); prepare
+    caches them (decode + resize only) in an out of their own, data/prepared/test."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     test_data = ("data/raw/test", "data/raw", "data/prepared/test", "data/prepared")
     readers = {name for name, st in stages.items() if any(str(d).startswith(test_data[0]) or d in test_data for d in st.get("deps", []))}
-    assert readers <= {"prepare", "evaluate_scratch", "finetune", "compare"}, readers
-    assert "data/prepared/test" not in stages["train_scratch"]["deps"] and "data/raw/test" not in stages["train_scratch"]["deps"]
+    assert readers == {"prepare", "evaluate_scratch", "evaluate_finetune"}, readers
+    for stage in ("train_scratch", "finetune"):
+        assert not any("test" in str(d) for d in stages[stage]["deps"]), stage
 
 
-def test_data_stages_repro_then_nothing_changes_then_only_split_reruns(repo: Path):
+def test_data_stages_repro_then_nothing_changes_then_only_split_reruns(tmp_path: Path):
+    repo = _project(tmp_path / "repo")
     out = run(["dvc", "repro", "stratified_split"], repo).stdout
-    assert "Running stage 'download'" in out and "Running stage 'stratified_split'" in out
+    assert ran(out) == ["download", "stratified_split"]
     counts = json.loads((repo / "metrics/split.json").read_text())["counts"]
     assert sorted(counts) == ["circles", "squares", "stripes"]
     assert all(c["train"] + c["val"] == 10 for c in counts.values())
 
-    again = run(["dvc", "repro", "stratified_split"], repo).stdout
-    assert "Running stage" not in again, again
-    status = run(["dvc", "status", "stratified_split"], repo).stdout
-    assert "changed" not in status, status
+    assert ran(run(["dvc", "repro", "stratified_split"], repo).stdout) == []
+    assert "changed" not in run(["dvc", "status", "stratified_split"], repo).stdout
 
     set_params(repo, {"data.val_fraction": 0.3})
-    rerun = run(["dvc", "repro", "stratified_split"], repo).stdout
-    assert "Running stage 'stratified_split'" in rerun
-    assert "Running stage 'download'" not in rerun
+    assert ran(run(["dvc", "repro", "stratified_split"], repo).stdout) == ["stratified_split"]
     counts = json.loads((repo / "metrics/split.json").read_text())["counts"]
     assert all(c["val"] == 3 for c in counts.values())
-    dag = run(["dvc", "dag"], repo).stdout
-    assert "download" in dag and "stratified_split" in dag
 
 
-def test_full_repro_is_reproducible_and_its_plots_render(repo: Path):
-    out = run(["dvc", "repro"], repo).stdout
-    for stage in ("train_scratch", "evaluate_scratch", "finetune", "compare"):
-        assert f"Running stage '{stage}'" in out, out
-    compared = json.loads((repo / "metrics/compare.json").read_text())["models"]
-    assert set(compared) == {"scratch CNN", "efficientnet_lite0 (freeze_first_k)"}
-    for row in compared.values():
+def test_full_repro_writes_every_result_and_its_plots_render(built: tuple[Path, str], repo: Path):
+    assert ran(built[1]) == list(STAGES)
+    compared = json.loads((repo / "metrics/compare.json").read_text())
+    assert set(compared["models"]) == {"scratch CNN", "efficientnet_lite0 (freeze_first_k)"}
+    assert compared["best_by_val_accuracy"] in compared["models"]
+    for row in compared["models"].values():
         assert 0 <= row["test_accuracy"] <= 1 and row["params"] > 0 and row["flops_per_image"] > 0
         assert set(row["per_class_accuracy"]) == {"circles", "squares", "stripes"}
     report = (repo / "reports/compare.md").read_text()
     assert "scratch CNN" in report and "efficientnet_lite0" in report
     assert {p.name for p in (repo / "plots/compare").glob("*.png")} == {"learning_curves.png", "per_class_accuracy.png"}
-    for name in ("model_scratch", "train_scratch", "evaluate_scratch", "finetune"):
-        assert json.loads((repo / f"metrics/{name}.json").read_text())
+    layouts = {}
     for model in ("scratch", "finetune"):
-        pngs = {p.name for p in (repo / "plots" / model).glob("*.png")}
-        assert pngs == {"confusion_matrix.png", "predictions_grid.png", "filters.png", "feature_maps.png", "guided_backprop.png"}
-    assert (repo / "dvc.lock").is_file()
+        for kind in ("model", "train", "timing", "evaluate"):
+            assert json.loads((repo / f"metrics/{kind}_{model}.json").read_text())
+        layouts[model] = sorted(json.loads((repo / f"metrics/evaluate_{model}.json").read_text()))
+        assert {p.name for p in (repo / "plots" / model).glob("*.png")} == FIGURES
+    assert layouts["scratch"] == layouts["finetune"]  # one evaluation code, one metrics layout
 
-    again = run(["dvc", "repro"], repo).stdout
-    assert "Running stage" not in again, again
-    assert run(["dvc", "status"], repo).stdout.strip().startswith("Data and pipelines are up to date"), "status not clean"
-
-    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
-    flat = json.dumps(metrics)
-    assert "evaluate_scratch.json" in flat and "finetune.json" in flat and "compare.json" in flat
+    assert ran(run(["dvc", "repro"], repo).stdout) == []
+    assert run(["dvc", "status"], repo).stdout.strip().startswith("Data and pipelines are up to date")
+    flat = json.dumps(json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout))
+    assert "evaluate_scratch.json" in flat and "evaluate_finetune.json" in flat and "compare.json" in flat
     run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
     html = (repo / "dvc_plots" / "index.html").read_text()
-    assert "Scratch accuracy (train vs val)" in html and "confusion" in html.lower()
+    assert "Scratch accuracy (train vs val)" in html and "Fine-tune accuracy (train vs val)" in html and "confusion" in html.lower()
+    assert "evaluate_finetune" in run(["dvc", "dag"], repo).stdout
+
+
+def test_an_evaluate_param_reruns_the_evaluations_and_compare_only(repo: Path):
+    out = run(["dvc", "exp", "run", "-S", "evaluate.grid_cols=2", "-n", "grid-2"], repo).stdout
+    assert ran(out) == ["evaluate_scratch", "evaluate_finetune", "compare"], out
 
 
 def test_an_experiment_with_another_lr_shows_its_own_metrics(repo: Path):
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "pipeline run"], repo)
     out = run(["dvc", "exp", "run", "-S", "train.lr=1e-4", "-n", "lr-1e-4"], repo).stdout
-    assert "Running stage 'train_scratch'" in out
-    assert "Running stage 'download'" not in out and "Running stage 'finetune'" not in out
+    assert ran(out) == ["train_scratch", "evaluate_scratch", "compare"], out
     rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    exps = [e for row in rows for e in (row.get("experiments") or [])]
-    names = {r["name"]: r for e in exps for r in e.get("revs", [])}
+    names = {r["name"]: r for row in rows for e in (row.get("experiments") or []) for r in e.get("revs", [])}
     assert "lr-1e-4" in names, json.dumps(rows)[:2000]
     data = names["lr-1e-4"]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 1e-4
-    assert "accuracy" in json.dumps(data["metrics"]["metrics/evaluate_scratch.json"])
+    assert "best_val_acc" in json.dumps(data["metrics"]["metrics/train_scratch.json"])
 
 
 def test_a_finetune_experiment_with_freeze_all_trains_the_head_only(repo: Path):
     out = run(["dvc", "exp", "run", "-S", "finetune.strategy=freeze_all", "-n", "ft-freeze-all"], repo).stdout
-    assert "Running stage 'finetune'" in out and "Running stage 'train_scratch'" not in out
+    assert ran(out) == ["finetune", "evaluate_finetune", "compare"], out
     assert "freeze_all" in out
-    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    revs = {r["name"]: r for row in rows for e in (row.get("experiments") or []) for r in e.get("revs", [])}
-    finetune = revs["ft-freeze-all"]["data"]["metrics"]["metrics/finetune.json"]["data"]
-    assert finetune["strategy"] == "freeze_all"
-    assert finetune["trainable_params"] == 1280 * 3 + 3  # EfficientNet-Lite0's head for the 3 classes
+    model = json.loads((repo / "metrics/model_finetune.json").read_text())
+    assert model["strategy"] == "freeze_all"
+    assert model["trainable_params"] == 1280 * 3 + 3  # EfficientNet-Lite0's head for the 3 classes
+
+
+def test_every_prepare_param_reaches_dvcs_run_cache(repo: Path):
+    """DVC's run cache ignores params keys named size or nfiles (treeverse/dvc#10296): with such a key,
+    a value cached before under another configuration came back with the other value's squares."""
+
+    def repro(side: int, workers: int) -> list[str]:
+        set_params(repo, {"prepare.side": side, "prepare.workers": workers})
+        out = run(["dvc", "repro", "prepare"], repo).stdout
+        for split in ("train", "val", "test"):
+            meta = json.loads((repo / "data/prepared" / split / "meta.json").read_text())
+            assert meta["side"] == side, (split, meta, out)
+        assert json.loads((repo / "metrics/prepare.json").read_text())["workers"] == workers
+        return ran(out)
+
+    assert repro(240, 2) == ["prepare"]  # a new side
+    assert repro(224, 1) == ["prepare"]  # 224 was cached before, with workers 2: a new configuration
+    assert repro(240, 2) == []  # cached before with exactly these params: restored from the run cache
+
+
+def test_a_rerun_of_training_writes_byte_identical_results(repo: Path):
+    results = ["models/scratch.pt", "metrics/model_scratch.json", "metrics/train_scratch.json", "dvclive/train_scratch"]
+    before = md5s(repo, results)
+    timing = (repo / "metrics/timing_scratch.json").read_text()
+    out = run(["dvc", "repro", "-f", "-s", "train_scratch"], repo).stdout
+    assert ran(out) == ["train_scratch"]
+    assert md5s(repo, results) == before
+    assert json.loads(timing).keys() == json.loads((repo / "metrics/timing_scratch.json").read_text()).keys()
+    status = run(["dvc", "status"], repo).stdout
+    assert "evaluate_scratch" not in status, status  # the checkpoint is the same file: nothing to re-evaluate

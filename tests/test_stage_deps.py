@@ -32,9 +32,9 @@ def _module_file(name: str) -> Path | None:
 
 
 def _package_of(path: Path) -> str:
-    rel = path.relative_to(SRC).with_suffix("")
-    parts = list(rel.parts)
-    return ".".join(parts if path.name == "__init__.py" else parts[:-1])[: None].removesuffix(".__init__")
+    """The package a file's relative imports start from: its own for __init__.py, else its folder's."""
+    parts = path.relative_to(SRC).parent.parts
+    return ".".join(parts)
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -24,7 +24,8 @@ from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.core.errors import UserError
 from inat_cnn.evaluation.evaluate import evaluate_checkpoint
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.training.loop import seed_everything, train_on_split
+from inat_cnn.training.device import seed_everything
+from inat_cnn.training.loop import train_on_split
 
 SMALL_MODEL = ScratchModelConfig(blocks=4, filters=16, dense_units=64, dropout=0.1, input_size=64)
 FAST_TRAIN = TrainConfig(lr=3e-3, epochs=12, batch_size=16, early_stop_patience=12)
@@ -66,7 +67,7 @@ def test_short_training_learns_well_above_chance_and_is_deterministic(tmp_path: 
     second, _ = train_small(tmp_path / "2", synthetic_raw)
     assert first.best_val_acc >= 0.6, first.history  # chance is 0.25
     assert first.history == [
-        {**row, "epoch_seconds": a["epoch_seconds"], "images_per_s": a["images_per_s"]}
+        {**row, "epoch_seconds": a["epoch_seconds"], "train_seconds": a["train_seconds"], "images_per_s": a["images_per_s"]}
         for row, a in zip(second.history, first.history)
     ]
     assert (tmp_path / "1" / "live" / "plots" / "metrics" / "val" / "acc.tsv").is_file()

@@ -7,7 +7,8 @@ import os
 import sys
 
 from importlib.metadata import version
-from .core.errors import UserError
+
+from .core.errors import UserError, fields_named
 from .sweep.cli import add_sweep_commands
 
 
@@ -49,7 +50,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     from .evaluation.predict import format_predictions, predict_images
 
-    results = predict_images(args.checkpoint, args.inputs, args.top_k, device=args.device)
+    with fields_named({"top_k": "--top-k", "device": "--device"}):
+        results = predict_images(args.checkpoint, args.inputs, args.top_k, device=args.device)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
 
 

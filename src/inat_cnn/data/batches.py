@@ -1,7 +1,7 @@
 """Batches from the prepared cache, straight onto the training device.
 
-A batch is gathered by index from a split's memory-mapped uint8 array (indices sorted inside
-the batch, so reads move forward through the file), copied to the device (pinned memory and a
+A batch is gathered by index from a split's memory-mapped uint8 array (read in ascending index
+order, so reads move forward through the file, then put back in the epoch's order), copied to the device (pinned memory and a
 non-blocking copy on CUDA) and handed to a :class:`~inat_cnn.data.preprocessing.BatchTransform`
 that crops, flips, jitters and normalises it there, with augmentation draws made for the whole
 epoch at its start and copied to the device once. On CUDA a split that fits in a quarter of the
@@ -31,7 +31,11 @@ DEVICE_SHARE = 0.25  # a split is kept on the GPU when it needs at most this sha
 
 class BatchLoader:
     """Iterate (inputs, labels) batches of ``split`` on ``device``; inputs transformed by ``transform``
-    (uint8 squares when ``transform`` is None)."""
+    (uint8 squares when ``transform`` is None).
+
+    ``resident``: copy the whole split to ``device`` once (None: on CUDA when it fits in
+    DEVICE_SHARE of the free memory). Both paths give the same batches in the same order with the
+    same augmentation per image."""
 
     def __init__(
         self,
@@ -44,6 +48,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         pad: bool = False,
+        resident: bool | None = None,
     ) -> None:
         self.split = split
         self.batch_size = batch_size
@@ -52,8 +57,9 @@ class BatchLoader:
         self.shuffle = shuffle
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.labels = torch.from_numpy(split.labels).to(device)
-        fits = device.type == "cuda" and split.images.nbytes <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]
-        self.images = _to_device(split.images, device) if fits else None
+        if resident is None:
+            resident = device.type == "cuda" and split.images.nbytes <= DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]
+        self.images = _to_device(split.images, device) if resident else None
         self.set_epoch(0)
 
     def set_epoch(self, seed: int) -> None:
@@ -90,8 +96,10 @@ class BatchLoader:
             if on_device is not None:  # gathered on the GPU: nothing crosses from the host
                 images, labels = self.images[on_device[batch]], self.labels[on_device[batch]]
             else:
-                indices = np.sort(order[batch])  # one forward read through the memmap
-                images = _to_device(self.split.images[indices], self.device)
+                indices = order[batch]
+                ascending = np.argsort(indices, kind="stable")  # one forward read through the memmap ...
+                host = self.split.images[indices[ascending]][np.argsort(ascending)]  # ... back in the epoch's order
+                images = _to_device(host, self.device)
                 labels = self.labels[_to_device(indices, self.device)]
             if self.transform is not None:
                 images = self.transform(images, None if draws is None else draws[batch])
