@@ -13,6 +13,7 @@ def main(params: dict) -> None:
     from inat_cnn.data.raw import build_raw_dataset
 
     report = build_raw_dataset(cfg, seed_param(params), Path("data/raw"), Path("data/downloads"))
+    print(report["test_folder_note"])
     write_json("metrics/download.json", report)
 
 

@@ -17,7 +17,8 @@ from inat_cnn.cli import main
 from inat_cnn.core.config import ScratchModelConfig, SyntheticConfig
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.core.errors import UserError
-from inat_cnn.models.pretrained import LITE0, build_pretrained
+from inat_cnn.models.pretrained.build import build_pretrained
+from inat_cnn.models.pretrained.weights import LITE0
 from inat_cnn.evaluation.predict import predict_images
 from test_train import FAST_TRAIN, train_small
 
@@ -83,7 +84,7 @@ def test_bad_inputs_are_user_errors_naming_them(scratch, tmp_path):
     (tmp_path / "text.jpg").write_text("this is not a JPEG")
     with pytest.raises(UserError, match=r"text\.jpg: cannot be read as an image: not an image"):
         predict_images(ckpt, [image, tmp_path / "text.jpg"])
-    with pytest.raises(UserError, match=r"top-k = 0 is not allowed"):
+    with pytest.raises(UserError, match=r"top_k = 0 is not allowed"):
         predict_images(ckpt, [image], top_k=0)
 
 

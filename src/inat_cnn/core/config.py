@@ -149,7 +149,12 @@ class SyntheticConfig:
 class DataConfig:
     """The `data` section: where the images come from, how bad files are handled, the val share.
 
-    `download` reads every key but `val_fraction`; `stratified_split` reads only `val_fraction`.
+    `download` reads every key but `val_fraction`; `stratified_split` reads only `val_fraction`;
+    `prepare` reads the image limits. An image whose header announces more than `max_image_pixels`
+    or an aspect ratio beyond `max_aspect_ratio` is refused before it is decoded (a bad file to
+    `download`, an error to `prepare` and `inat-cnn predict`). 50 MP, 150 MB decoded, holds any phone
+    or DSLR photo (the iNaturalist ones are a few MP at most) and stays under Pillow's 89 MP
+    decompression-bomb warning; beyond 10:1 the centre square the models see is a sliver of the photo.
     """
 
     source: str = "synthetic"  # synthetic | nature_12k | a path to a directory or a .zip
@@ -160,6 +165,8 @@ class DataConfig:
     timeout_s: float = 60.0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     val_fraction: float = 0.2
+    max_image_pixels: int = 50_000_000
+    max_aspect_ratio: float = 10.0
 
     def validate(self, s: str) -> None:
         _check(0.0 < self.val_fraction < 1.0, f"{s}.val_fraction", self.val_fraction, "a number in (0, 1)")
@@ -169,6 +176,8 @@ class DataConfig:
         _check(self.url.startswith(("http://", "https://")), f"{s}.url", self.url, "an http:// or https:// URL")
         _check(self.retries >= 0, f"{s}.retries", self.retries, "an integer >= 0")
         _check(self.timeout_s > 0, f"{s}.timeout_s", self.timeout_s, "a number > 0")
+        _check(self.max_image_pixels >= 1, f"{s}.max_image_pixels", self.max_image_pixels, "an integer >= 1")
+        _check(self.max_aspect_ratio >= 1.0, f"{s}.max_aspect_ratio", self.max_aspect_ratio, "a number >= 1")
 
 
 # -------------------------------------------------------------------------- model
@@ -176,7 +185,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """The decode-once cache: every image as a ``side`` x ``side`` uint8 square (shorter side resized, centre).
+    """The decode-once cache: every image as a ``side`` x ``side`` uint8 square (the centre square, resized).
 
     (Not ``size``: DVC leaves params keys named ``size`` or ``nfiles`` out of its run-cache hash.)"""
 

@@ -10,18 +10,31 @@ data: premature end of data segment", "... N extraneous bytes before marker 0xd9
 process's stderr, fills what it lost with grey and returns an image. :func:`check_image` watches
 file descriptor 2 while it decodes and rejects a JPEG that libjpeg called corrupt. Damage that
 libjpeg decodes without a word (JPEG has no checksum) cannot be told from a real photo.
+
+Nothing is decoded before its header is read: a decoded image takes 3 bytes a pixel whatever the
+file's size, so a few-KB file claiming 60000x60000 px would take 10 GB. :class:`ImageLimits` (the
+params ``data.max_image_pixels`` and ``data.max_aspect_ratio``) refuses such a file from the size in
+its PNG IHDR or JPEG frame header (SOFn); a header that names no size is refused as corrupt.
+
+Only regular files are read (a FIFO would block the read forever; a broken link or a link loop has
+nothing to read), and only files whose name is valid UTF-8 (the split CSVs and the reports are UTF-8).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
+
+from ..core.config import DataConfig
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 """Suffixes of the accepted formats (for globbing; acceptance itself is by content)."""
@@ -46,6 +59,38 @@ _TV_PREFIX = re.compile(r"^[\w()]+, \S+:\d+, ")
 # libjpeg's warnings that mean the compressed data is damaged (pixels lost or decoded from garbage)
 _JPEG_DAMAGE = re.compile(r"^(Corrupt JPEG data: .*|Premature end of JPEG file)$", re.MULTILINE)
 _STDERR_LOCK = threading.Lock()  # one decode at a time while fd 2 is redirected, so warnings are attributable
+# JPEG markers: the frame headers SOF0-SOF15 (C4 DHT, C8 JPG and CC DAC are not), and those without a length
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # TEM, RST0-7, SOI
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))  # fmt: skip
+NOT_UTF8 = "file name is not valid UTF-8; rename it"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The largest image a header may announce for it to be decoded (``data.max_image_pixels``,
+    ``data.max_aspect_ratio``): the decoded size, not the file's, is what a decode costs in memory."""
+
+    max_pixels: int
+    max_aspect_ratio: float
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> "ImageLimits":
+        return cls(cfg.max_image_pixels, cfg.max_aspect_ratio)
+
+    def problem(self, width: int, height: int) -> str | None:
+        """None if a ``width`` x ``height`` image is within the limits, else why not."""
+        if width * height > self.max_pixels:
+            return (f"{width}x{height} px ({width * height / 1e6:.1f} MP) is over the {self.max_pixels / 1e6:g} MP "
+                    "limit: too large to decode safely (downscale it)")
+        if max(width, height) > self.max_aspect_ratio * min(width, height):
+            return (f"{width}x{height} px has an aspect ratio over the {self.max_aspect_ratio:g}:1 limit "
+                    "(its centre square would be a sliver of it; crop it)")
+        return None
+
+
+DEFAULT_LIMITS = ImageLimits.of(DataConfig())
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -54,6 +99,79 @@ def sniff_format(head: bytes) -> str | None:
         if head[offset : offset + len(magic)] == magic:
             return name
     return None
+
+
+def _png_size(fh: BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from the IHDR chunk, which must come first, right after the signature."""
+    fh.seek(8)
+    chunk = fh.read(16)  # length, "IHDR", width, height
+    if len(chunk) < 16 or chunk[4:8] != b"IHDR":
+        return None
+    return int.from_bytes(chunk[8:12], "big"), int.from_bytes(chunk[12:16], "big")
+
+
+def _jpeg_size(fh: BinaryIO) -> tuple[int, int] | None:
+    """(width, height) from the first frame header (SOFn), walking the marker segments after SOI."""
+    fh.seek(2)
+    while fh.read(1) == b"\xff":
+        code = fh.read(1)
+        while code == b"\xff":  # fill bytes
+            code = fh.read(1)
+        if not code or code[0] in (0xD9, 0xDA):  # the end, or image data before any frame header
+            return None
+        if code[0] in _JPEG_STANDALONE:
+            continue
+        wanted = 7 if code[0] in _JPEG_SOF else 2  # length [, precision, height, width]
+        segment = fh.read(wanted)
+        length = int.from_bytes(segment[:2], "big")
+        if len(segment) < wanted or length < wanted:
+            return None
+        if code[0] in _JPEG_SOF:
+            return int.from_bytes(segment[5:7], "big"), int.from_bytes(segment[3:5], "big")
+        fh.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
+def header_problem(path: str | Path, limits: ImageLimits) -> tuple[str | None, str | None]:
+    """(format, problem) judged from the first bytes of ``path`` alone: None as the problem when the
+    file is JPEG or PNG content whose header names a size within ``limits``. Raises OSError."""
+    with open(path, "rb") as fh:
+        fmt = sniff_format(fh.read(16))
+        if fmt is None:
+            return None, "not an image (unrecognised content)"
+        if fmt not in ACCEPTED_FORMATS:
+            return fmt, f"unsupported format {fmt} (only JPEG and PNG are accepted)"
+        size = _png_size(fh) if fmt == "PNG" else _jpeg_size(fh)
+    if size is None:
+        return fmt, f"truncated or corrupt {fmt}: no image size in its header"
+    return fmt, limits.problem(*size)
+
+
+def is_utf8(name: str) -> bool:
+    """False for a file name holding bytes that are not UTF-8 (Python shows them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def file_problem(path: Path) -> str | None:
+    """None if ``path`` is a regular file (or a link to one) with a UTF-8 name, else what it is; never opens it."""
+    if not is_utf8(path.name):
+        return NOT_UTF8
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (nothing to read); remove it"
+        if path.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        return f"unreadable: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+    return f"not a regular file: {kind}"
 
 
 def _is_hidden(path: Path) -> bool:
@@ -94,16 +212,20 @@ def decode_rgb_bytes(data):
     return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)  # 16-bit PNG
 
 
-def decode_rgb(path: str | Path):
-    """Decode one image file to a uint8 (3, H, W) tensor (EXIF orientation applied); UserError if unreadable."""
+def decode_rgb(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS):
+    """Decode one image file to a uint8 (3, H, W) tensor (EXIF orientation applied); UserError if unreadable
+    or if its header is beyond ``limits`` (checked before anything is decoded)."""
     from torchvision.io import read_file
 
     from ..core.errors import UserError
 
     try:
-        return decode_rgb_bytes(read_file(str(path)))
+        problem = file_problem(Path(path)) or header_problem(path, limits)[1]
+        if problem is None:
+            return decode_rgb_bytes(read_file(str(path)))
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot be decoded as an image ({exc}); remove it or re-run the download stage") from exc
+    raise UserError(f"{path}: {problem}; remove it or re-run the download stage")
 
 
 def _decode_checked(data, fmt: str):
@@ -120,26 +242,27 @@ def _decode_checked(data, fmt: str):
     return image
 
 
-def check_image(path: str | Path) -> str | None:
-    """None if ``path`` decodes to an RGB image the training loader can read, else a short reason."""
+def check_image(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS) -> str | None:
+    """None if ``path`` decodes to an RGB image the training loader can read, else a short reason.
+
+    Anything but a regular file, and an image whose header is beyond ``limits``, is refused unread."""
     from torchvision.io import read_file  # lazy: listing needs no torch
 
     path = Path(path)
+    problem = file_problem(path)
+    if problem is not None:
+        return problem
     try:
-        size = path.stat().st_size
+        if path.stat().st_size == 0:
+            return "empty file"
+        fmt, problem = header_problem(path, limits)
+        if problem is not None:
+            return problem
+        data = read_file(str(path))
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
-    if size == 0:
-        return "empty file"
-    try:
-        data = read_file(str(path))
     except RuntimeError as exc:
         return f"unreadable: {_TV_PREFIX.sub('', str(exc))}"
-    fmt = sniff_format(bytes(data[:16].tolist()))
-    if fmt is None:
-        return "not an image (unrecognised content)"
-    if fmt not in ACCEPTED_FORMATS:
-        return f"unsupported format {fmt} (only JPEG and PNG are accepted)"
     try:
         image = _decode_checked(data, fmt)
     except RuntimeError as exc:
@@ -149,11 +272,16 @@ def check_image(path: str | Path) -> str | None:
     return None
 
 
+def list_entries(folder: str | Path) -> list[Path]:
+    """Sorted entries of ``folder`` of any kind, hidden and OS-metadata ones left out."""
+    return sorted(p for p in Path(folder).iterdir() if not _is_hidden(p))
+
+
 def list_class_dirs(root: str | Path) -> list[str]:
     """Sorted names of the class subdirectories of ``root`` (hidden and OS-metadata folders ignored)."""
-    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not _is_hidden(p))
+    return [p.name for p in list_entries(root) if p.is_dir()]
 
 
 def list_images(class_dir: str | Path) -> list[Path]:
     """Sorted regular files directly in ``class_dir`` (hidden files ignored); content is not checked."""
-    return sorted(p for p in Path(class_dir).iterdir() if p.is_file() and not _is_hidden(p))
+    return [p for p in list_entries(class_dir) if p.is_file()]

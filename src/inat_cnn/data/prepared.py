@@ -4,8 +4,8 @@ Layout of ``data/prepared`` (each split built in a temp folder and renamed when 
 split is its own DVC out, so training depends on train and val alone and never on the test images)::
 
     <split>/meta.json     {"format", "split", "side", "class_names", "count"}
-    <split>/images.npy    uint8 (N, 3, side, side): each image's shorter side resized to ``side``,
-                          centre square (:func:`~inat_cnn.data.preprocessing.square_image`)
+    <split>/images.npy    uint8 (N, 3, side, side): each image's centre square resized to ``side``
+                          (:func:`~inat_cnn.data.preprocessing.square_image`)
     <split>/items.csv     path,label,class_name (the split CSV format); row i describes image i
 
 for the splits train and val (``data/split``'s rows, images under ``data/raw/train``) and test
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..core.files import atomic_path, write_json, write_text
-from .images import decode_rgb
+from .images import DEFAULT_LIMITS, ImageLimits, decode_rgb
 from .preprocessing import square_image
 from .split import Row, SplitRows, check_test_classes, class_rows, csv_text, read_split_csv
 
@@ -40,12 +40,15 @@ def _rows(split: SplitRows) -> list[Row]:
     return [Row(p, label, split.names[label]) for p, label in split.items]
 
 
-def _write_images(out: Path, rows: Sequence[Row], source: Path, side: int, workers: int, desc: str) -> None:
-    """Decode + square-resize every row's image into ``out`` (a new .npy), ``workers`` threads at once."""
+def _write_images(
+    out: Path, rows: Sequence[Row], source: Path, side: int, workers: int, limits: ImageLimits, desc: str
+) -> None:
+    """Decode + square-resize every row's image into ``out`` (a new .npy), ``workers`` threads at once;
+    UserError naming the file for one that does not decode or whose header is beyond ``limits``."""
     images = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(len(rows), 3, side, side))
 
     def fill(index: int) -> None:
-        images[index] = square_image(decode_rgb(source / rows[index].path), side).numpy()
+        images[index] = square_image(decode_rgb(source / rows[index].path, limits), side).numpy()
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for _ in tqdm(pool.map(fill, range(len(rows))), total=len(rows), desc=desc, mininterval=2.0, leave=False):
@@ -54,9 +57,12 @@ def _write_images(out: Path, rows: Sequence[Row], source: Path, side: int, worke
 
 
 def prepare_dataset(
-    split_dir: Path, train_dir: Path, test_dir: Path, out_dir: Path, *, side: int, workers: int
+    split_dir: Path, train_dir: Path, test_dir: Path, out_dir: Path, *, side: int, workers: int,
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
-    """Build ``out_dir`` (see the module docstring) and return the metrics/prepare.json report."""
+    """Build ``out_dir`` (see the module docstring) and return the metrics/prepare.json report.
+
+    An image whose header is beyond ``limits`` stops it with a UserError before it is decoded."""
     train_csv = read_split_csv(split_dir / "train.csv")
     class_names = train_csv.class_names()
     train, val = _rows(train_csv), _rows(read_split_csv(split_dir / "val.csv"))
@@ -69,7 +75,7 @@ def prepare_dataset(
         for name, (rows, source) in parts.items():
             with atomic_path(out_dir / name) as tmp:
                 tmp.mkdir()
-                _write_images(tmp / "images.npy", rows, source, side, workers, f"prepare {name}")
+                _write_images(tmp / "images.npy", rows, source, side, workers, limits, f"prepare {name}")
                 write_text(tmp / "items.csv", csv_text(rows))
                 meta = {"format": FORMAT, "split": name, "side": side, "class_names": class_names, "count": len(rows)}
                 write_json(tmp / "meta.json", meta)

@@ -3,8 +3,7 @@
 Every image reaches a model in two steps:
 
 1. :func:`square_image` (once, in the ``prepare`` stage, or per file in ``inat-cnn predict``):
-   the decoded uint8 image's shorter side is resized to ``size`` (antialiased), then the centre
-   ``size x size`` square is kept.
+   the centre square of the decoded uint8 image is cut, then resized to ``size x size`` (antialiased).
 2. :class:`BatchTransform` (every batch, on the training device: the GPU when there is one):
    a box per image in that square is resampled to the model's input size with
    ``torchvision.ops.roi_align`` (bilinear; evaluation supersamples when shrinking), then colour
@@ -77,8 +76,15 @@ class Preprocessing:
 
 
 def square_image(image: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (3, H, W) -> uint8 (3, size, size): shorter side resized to ``size`` (antialiased), centre square."""
-    return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+    """uint8 (3, H, W) -> uint8 (3, size, size): the centre square, resized to ``size`` (antialiased).
+
+    Cropping first gives exactly the centre square, scaled the same on both axes (resizing the
+    shorter side first places the window up to half a source pixel elsewhere: a mean difference of
+    2.4/255 on the shared photos). It is not faster on the CPU: torch's uint8 antialiased resize
+    wants a contiguous input, so a landscape crop is copied first (2592x1944: 5.3 ms instead of 3.5;
+    a portrait one 1.9 instead of 3.1), small beside the 35 ms of decoding such a photo."""
+    side = min(image.shape[-2:])
+    return TF.resize(TF.center_crop(image, [side, side]), [size, size], antialias=True)
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,17 @@
 Sources: ``synthetic`` (generated), ``nature_12k`` (downloaded from ``data.url`` and unzipped), or
 a local directory or ``.zip`` in the iNaturalist layout: somewhere inside, a folder holding
 ``train/`` and ``val/`` (or ``test/``), one subfolder per class. The archive's ``val/`` is the
-TEST set. Every file is checked with :func:`check_image`; bad ones are reported, never copied.
-The dataset is built in a temp folder and renamed onto ``out_dir``, so an interrupted run never
+TEST set (``test/`` wins when both exist; the report says which one it was). Every entry of a class
+folder is checked with :func:`check_image`; bad ones (broken links, FIFOs, names that are not
+UTF-8, images beyond the size limits ...) are reported, never copied. The dataset is built in a
+temp folder (a zip is extracted inside it) and renamed onto ``out_dir``, so an interrupted run never
 leaves a half dataset behind.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -23,7 +27,7 @@ from ..core.config import DataConfig
 from ..core.errors import UserError
 from ..core.files import atomic_path
 from .download import fetch, safe_extract_zip, sha256_file
-from .images import check_image, list_class_dirs, list_images
+from .images import ImageLimits, check_image, is_utf8, list_class_dirs, list_entries, list_images
 from .synthetic import generate_synthetic
 
 SOURCES = ("synthetic", "nature_12k")
@@ -61,34 +65,45 @@ def find_dataset_root(base: Path) -> tuple[Path, Path, Path]:
     return root, root / "train", root / ("test" if (root / "test").is_dir() else "val")
 
 
-def _import_split(
-    src: Path, dst: Path, base: Path, shown_as: str, policy: str, move: bool, pool: ThreadPoolExecutor
-) -> tuple[dict[str, int], list[dict[str, str]]]:
-    """Check every file of ``src/<class>/*`` and copy (or move) the good ones to ``dst/<class>/``.
+def _shown(path: Path, base: Path) -> str:
+    """``path`` relative to ``base``, printable: bytes that are not UTF-8 shown as ``\\xff``."""
+    return path.relative_to(base).as_posix().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
-    Whatever else is in ``src`` is reported like a bad file, never silently dropped: a file beside
-    the class folders, and a folder inside a class folder (classes are one level deep, so its files
-    would not be used). Paths are reported relative to ``base``, which messages call ``shown_as``.
+
+def _import_split(
+    src: Path, dst: Path, base: Path, shown_as: str, policy: str, move: bool, limits: ImageLimits, pool: ThreadPoolExecutor
+) -> tuple[dict[str, int], list[dict[str, str]]]:
+    """Check every entry of ``src/<class>/`` and copy (or move) the good files to ``dst/<class>/``.
+
+    Whatever else is in ``src`` is reported like a bad file, never silently dropped: an entry beside
+    the class folders, a folder inside a class folder (classes are one level deep, so its files
+    would not be used), and anything that is not a regular file (a broken link, a link loop, a FIFO:
+    :func:`check_image` says which, without opening it). Paths are reported relative to ``base``,
+    which messages call ``shown_as``.
     """
     counts: dict[str, int] = {}
     bad: list[dict[str, str]] = []
     transfer = os.replace if move else shutil.copyfile
 
     def reject(path: Path, reason: str) -> None:
-        rel = path.relative_to(base).as_posix()
+        rel = _shown(path, base)
         if policy == "fail":
             raise UserError(f"{rel} (in {shown_as}): {reason}; remove it, or set data.bad_images: skip to leave it out")
         bad.append({"path": rel, "reason": reason})
 
-    for path in list_images(src):
-        reject(path, "a file outside the class folders (not used)")
+    for path in list_entries(src):
+        if not path.is_dir():
+            reject(path, "a file outside the class folders (not used)")
     for name in list_class_dirs(src):
-        files = list_images(src / name)
+        if not is_utf8(name):
+            raise UserError(f"{_shown(src / name, base)} (in {shown_as}): the class folder's name is not valid UTF-8; rename it")
+        entries = list_entries(src / name)
+        files = [path for path in entries if not path.is_dir()]
         (dst / name).mkdir(parents=True)
         counts[name] = 0
-        for folder in list_class_dirs(src / name):
-            reject(src / name / folder, NESTED_FOLDER)
-        for path, reason in zip(files, pool.map(check_image, files)):
+        for folder in (path for path in entries if path.is_dir()):
+            reject(folder, NESTED_FOLDER)
+        for path, reason in zip(files, pool.map(functools.partial(check_image, limits=limits), files)):
             if reason is None:
                 transfer(path, dst / name / path.name)
                 counts[name] += 1
@@ -97,18 +112,30 @@ def _import_split(
     return counts, bad
 
 
-def _import_tree(base: Path, out: Path, policy: str, move: bool, shown_as: str) -> dict[str, Any]:
+def _test_folder_note(root: Path, test_dir: Path, base: Path) -> str:
+    """One line saying which folder of the source became the test set, and by what rule."""
+    shown = _shown(test_dir, base)
+    if test_dir.name == "val":
+        return (f"test set: {shown} (the source's val/ folder, as in the iNaturalist-12K archive; "
+                "validation is a stratified share of train/)")
+    if (root / "val").is_dir():
+        return (f"test set: {shown}; {_shown(root / 'val', base)} is not used (the source holds train/, val/ and "
+                "test/: test/ wins over val/; validation is a stratified share of train/)")
+    return f"test set: {shown}"
+
+
+def _import_tree(base: Path, out: Path, policy: str, move: bool, shown_as: str, limits: ImageLimits) -> dict[str, Any]:
     """Normalise the dataset found under ``base`` into ``out/{train,test}``; return counts and bad files.
 
     A class folder left without a usable image is an error: the class could be neither trained nor
     tested, and DVC does not keep empty folders, so a checkout would silently lose the class.
     """
-    _, train_dir, test_dir = find_dataset_root(base)
+    root, train_dir, test_dir = find_dataset_root(base)
     counts: dict[str, dict[str, int]] = {}
     bad: list[dict[str, str]] = []
     with ThreadPoolExecutor(CHECK_THREADS) as pool:
         for split, src in zip(SPLITS, (train_dir, test_dir)):
-            counts[split], split_bad = _import_split(src, out / split, base, shown_as, policy, move, pool)
+            counts[split], split_bad = _import_split(src, out / split, base, shown_as, policy, move, limits, pool)
             bad.extend(split_bad)
     if not counts["train"]:
         raise UserError(
@@ -123,7 +150,8 @@ def _import_tree(base: Path, out: Path, policy: str, move: bool, shown_as: str) 
                 f"{rel} (in {shown_as}): no usable image in this class folder ({skipped} bad file(s) skipped); every class "
                 "needs images in train and in the test folder: add some, or remove the class folder from both"
             )
-    return {"counts": counts, "bad_files": bad, "test_folder": test_dir.name}
+    return {"counts": counts, "bad_files": bad, "test_folder": test_dir.name,
+            "test_folder_note": _test_folder_note(root, test_dir, base)}
 
 
 def _count_tree(out: Path) -> dict[str, dict[str, int]]:
@@ -137,11 +165,14 @@ def _archive_name(url: str) -> str:
 
 def _local_source(source: str) -> Path:
     path = Path(source).expanduser()
-    if not path.exists():
+    try:
+        path.stat()
+    except OSError as exc:
+        what = {errno.ENOENT: "no such file or folder", errno.ELOOP: "a symbolic link loop"}.get(exc.errno, exc.strerror)
         raise UserError(
-            f"data.source = {source!r}: no such file or folder ({path.resolve()}); expected one of "
+            f"data.source = {source!r}: {what} ({path.absolute()}); expected one of "
             f"{', '.join(SOURCES)}, or the path of a local folder or .zip in the iNaturalist layout"
-        )
+        ) from exc
     if path.is_file() and path.suffix.lower() != ".zip":
         raise UserError(f"data.source = {source!r}: a file source must be a .zip archive (or give the unzipped folder)")
     return path
@@ -150,6 +181,7 @@ def _local_source(source: str) -> Path:
 def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_dir: str | Path) -> dict[str, Any]:
     """Build ``out_dir/{train,test}/<class>/*`` from ``cfg.source`` atomically; return the report."""
     out_dir, download_dir = Path(out_dir), Path(download_dir)
+    limits = ImageLimits.of(cfg)
     report: dict[str, Any] = {"source": cfg.source, "url": None, "sha256": None}
     archive: Path | None = None
     if cfg.source == "nature_12k":
@@ -166,14 +198,16 @@ def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_
             tmp.mkdir()
             if cfg.source == "synthetic":
                 generate_synthetic(cfg.synthetic, seed, tmp)
-                found: dict[str, Any] = {"counts": _count_tree(tmp), "bad_files": [], "test_folder": "test"}
+                found: dict[str, Any] = {"counts": _count_tree(tmp), "bad_files": [], "test_folder": "test",
+                                         "test_folder_note": "test set: the synthetic test/ split"}
             elif archive is not None:
-                with tempfile.TemporaryDirectory(prefix=".extract-", dir=out_dir.parent) as extracted:
+                # inside the temp folder, so that a killed run leaves one temp behind, cleared by the next one
+                with tempfile.TemporaryDirectory(prefix=".extract-", dir=tmp) as extracted:
                     # a corrupt download of ours, unpinned: delete it so that the next run fetches it again
                     safe_extract_zip(archive, extracted, discard_corrupt=cfg.source == "nature_12k" and cfg.sha256 is None)
-                    found = _import_tree(Path(extracted), tmp, cfg.bad_images, move=True, shown_as=str(archive))
+                    found = _import_tree(Path(extracted), tmp, cfg.bad_images, move=True, shown_as=str(archive), limits=limits)
             else:
-                found = _import_tree(local, tmp, cfg.bad_images, move=False, shown_as=str(local))
+                found = _import_tree(local, tmp, cfg.bad_images, move=False, shown_as=str(local), limits=limits)
     except OSError as exc:  # a full disk, a read-only folder ...: nothing was left behind (atomic_path)
         raise UserError(
             f"building {out_dir} failed: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
@@ -187,5 +221,6 @@ def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_
         bad_files=found["bad_files"],
         bad_files_policy=cfg.bad_images,
         test_folder=found["test_folder"],
+        test_folder_note=found["test_folder_note"],
     )
     return report

@@ -4,7 +4,9 @@ The checkpoint is loaded once with :func:`~inat_cnn.checkpoint.load_model`; ever
 through the checkpoint's own deterministic preprocessing: the square the ``prepare`` stage
 caches (``square_image``), then the evaluation ``BatchTransform`` val and test use, in batches. A folder stands for every JPEG/PNG file inside it,
 recursively, in sorted order (hidden files and OS metadata left out). A missing or unreadable
-file, an empty folder or a ``top_k`` below 1 is a :class:`~inat_cnn.errors.UserError` naming it.
+file, an empty folder or a ``top_k`` below 1 is a :class:`~inat_cnn.errors.UserError` naming it, and
+so is an image whose header claims more than ``limits`` allow (the pipeline's default
+``data.max_image_pixels`` and ``data.max_aspect_ratio``): it is refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..data.images import IGNORED_NAMES, IMAGE_SUFFIXES, check_image, decode_rgb
+from ..data.images import DEFAULT_LIMITS, IGNORED_NAMES, IMAGE_SUFFIXES, ImageLimits, check_image, decode_rgb
 from ..data.preprocessing import BatchTransform, square_image
-from ..core.errors import UserError
+from ..core.errors import FieldError, UserError
 
 BATCH_SIZE = 32
 
@@ -47,11 +49,11 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def _load_square(path: Path, size: int) -> torch.Tensor:
+def _load_square(path: Path, size: int, limits: ImageLimits) -> torch.Tensor:
     try:
-        image = decode_rgb(path)
+        image = decode_rgb(path, limits)
     except UserError as exc:
-        reason = check_image(path) or str(exc.__cause__ or exc)  # the sharper reason: "not an image", "truncated JPEG" ...
+        reason = check_image(path, limits) or str(exc.__cause__ or exc)  # the sharper reason: "not an image", "truncated JPEG" ...
         raise UserError(f"{path}: cannot be read as an image: {reason}; give intact JPEG or PNG files") from exc
     return square_image(image, size)
 
@@ -64,6 +66,7 @@ def predict_images(
     *,
     batch_size: int = BATCH_SIZE,
     device: str = "auto",
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> list[dict[str, Any]]:
     """Per image, in input order: ``{"path": str, "top": [{"class": name, "probability": p}, ...]}``,
     the ``top_k`` most probable classes (at most the checkpoint's class count), most probable first."""
@@ -71,7 +74,7 @@ def predict_images(
     from ..training.device import select_device
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise UserError(f"top-k = {top_k!r} is not allowed; expected an integer >= 1")
+        raise FieldError("top_k", top_k, "is not allowed; expected an integer >= 1")
     paths = collect_images(inputs)
     model, spec, _ = load_model(checkpoint)
     dev = select_device(device)
@@ -82,7 +85,7 @@ def predict_images(
     results: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        x = transform(torch.stack([_load_square(p, size) for p in chunk]).to(dev))
+        x = transform(torch.stack([_load_square(p, size, limits) for p in chunk]).to(dev))
         probs = torch.softmax(model(x).float(), dim=1)
         values, indices = probs.topk(k, dim=1)
         for path, vals, idxs in zip(chunk, values.cpu().tolist(), indices.cpu().tolist()):
