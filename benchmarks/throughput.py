@@ -11,13 +11,17 @@ with the same model, batch size and device, each figure after warm-up:
       normalisation): everything the model's input needs;
   (c) end-to-end training images/s of inat_cnn's training loop (train.Runner.epoch: forward,
       backward, optimizer step, per-epoch host sync) fed by (a) and by (b');
-  (d) the compute ceiling: the same loop on one batch already on the device.
-(c, project) and (d) are measured alternately for --rounds rounds; their ratio is the median
-of the per-round ratios (a shared host's speed drifts within a run).
+  (d) the compute ceiling: the same loop on one batch already on the device, on the fastest path
+      the device offers (the precision the training loop picks: bf16 autocast on CUDA and on a CPU
+      with native bf16, else fp32; channels_last unless --no-channels-last);
+  (e) the training step (as d) in bf16 autocast, forced even where the CPU only emulates bf16,
+      against the same step in fp32.
+(c, project) and (d), and the two of (e), are measured alternately for --rounds rounds; each ratio
+is the median of the per-round ratios (a shared host's speed drifts within a run).
 
-The default scratch CNN at 224 px, AdamW; on CUDA with bf16 autocast and channels_last (and
-torch.compile with --compile). Prints `loader ratio: (b)/(a)`, `end-to-end vs ceiling:
-(c project)/(d)`, and peak RSS. Run:  python benchmarks/throughput.py [--device cuda --batch-size 256]
+The default scratch CNN at 224 px, AdamW (torch.compile with --compile). Prints `loader ratio:
+(b)/(a)`, `end-to-end vs ceiling: (c project)/(d)`, `bf16 vs fp32: (e)`, and peak RSS.
+Run:  python benchmarks/throughput.py [--device cuda --batch-size 256]
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from inat_cnn.data.preprocessing import (
 )
 from inat_cnn.data.split import Row, csv_text
 from inat_cnn.models.scratch import ScratchCNN
+from inat_cnn.training.device import autocast_dtype
 from inat_cnn.training.loop import Runner
 from inat_cnn.training.optim import make_optimizer
 
@@ -187,10 +192,13 @@ def sync(device: torch.device) -> None:
 class Trainer:
     """The default ScratchCNN, AdamW, cross-entropy, run by inat_cnn's training loop (train.Runner)."""
 
-    def __init__(self, device: torch.device, args: argparse.Namespace) -> None:
+    def __init__(self, device: torch.device, args: argparse.Namespace, force_dtype: torch.dtype | None = None) -> None:
+        """``force_dtype``: autocast to it whatever the device supports (None: the loop's own choice)."""
         torch.manual_seed(SEED)
         cfg = TrainConfig(device=device.type, amp=args.amp, channels_last=not args.no_channels_last, compile=args.compile)
         self.runner = Runner(ScratchCNN(ScratchModelConfig(), NUM_CLASSES), cfg, device)
+        if force_dtype is not None:
+            self.runner.amp_dtype = None if force_dtype is torch.float32 else force_dtype
         self.optimizer = make_optimizer(cfg, self.runner.model.parameters())
         self.loss_fn = nn.CrossEntropyLoss()
 
@@ -234,9 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternating (c project) / (d) measurements")
     p.add_argument("--loader-batches", type=int, default=24, help="timed batches per loader-only figure (a, b)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="bf16", help="CUDA autocast dtype")
-    p.add_argument("--no-channels-last", action="store_true", help="CUDA: keep NCHW")
-    p.add_argument("--compile", action="store_true", help="CUDA: torch.compile the model")
+    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="bf16",
+                   help="autocast dtype as train.amp (bf16 on CUDA and on CPUs with native bf16, else fp32)")
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()) / "inat_cnn_throughput",
                    help="where the JPEGs are generated and cached between runs")
     args = p.parse_args(argv)
@@ -251,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device} ({name}) | torch {torch.__version__} | {torch.get_num_threads()} intra-op threads | "
           f"{args.images} JPEGs {IMAGE_W}x{IMAGE_H} q{JPEG_QUALITY}, mean {mean_bytes / 1024:.0f} KiB "
           f"({'generated' if generated else 'cached'}) | batch {args.batch_size} | baseline workers {args.workers} | "
-          f"amp {args.amp if device.type == 'cuda' else 'none'} | compile {args.compile and device.type == 'cuda'} | "
+          f"{autocast_dtype(device, args.amp)[1]} | channels_last {not args.no_channels_last} | compile {args.compile} | "
           f"warm-up {args.warmup_batches} | measured loader/train batches {args.loader_batches}/{args.measure_batches}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="inat_cnn_cache_") as tmp:
@@ -286,11 +295,20 @@ def main(argv: list[str] | None = None) -> int:
         r["c_vs_d"] = statistics.median(c / d for c, d in rounds)
         print(f"(c)  end-to-end training, project path (b'), median:             {r['c_proj']:10.1f} img/s", flush=True)
         print(f"(d)  compute ceiling (same loop, one batch on device), median:   {r['d']:10.1f} img/s", flush=True)
+        bf16, fp32 = Trainer(device, args, torch.bfloat16), Trainer(device, args, torch.float32)
+        steps = []
+        for k in range(args.rounds):
+            b16, f32 = bf16.images_per_s(repeat(batch), w if k == 0 else 0, m), fp32.images_per_s(repeat(batch), w if k == 0 else 0, m)
+            steps.append((b16, f32))
+            print(f"     round {k + 1}: (e) bf16 step {b16:10.1f} img/s | fp32 step {f32:10.1f} img/s | ratio {b16 / f32:.2f}", flush=True)
+        r["bf16_vs_fp32"] = statistics.median(b / f for b, f in steps)
 
     own, children = peak_rss_mib()
     print(f"loader ratio: {r['b'] / r['a']:.2f}")
     print(f"loader+augment ratio: {r['b_aug'] / r['a']:.2f}")
     print(f"end-to-end vs ceiling: {r['c_vs_d']:.2f}   (median of {args.rounds} rounds)")
+    print(f"bf16 vs fp32: {r['bf16_vs_fp32']:.2f}   (training step, median of {args.rounds} rounds; "
+          f"{autocast_dtype(device, 'bf16')[1]})")
     print(f"end-to-end vs baseline end-to-end: {r['c_proj'] / r['c_base']:.2f}")
     print(f"peak RSS: {own + children:.0f} MiB (self {own:.0f} MiB + largest child {children:.0f} MiB)")
     print(f"total runtime: {time.perf_counter() - t0:.1f}s", flush=True)

@@ -19,6 +19,9 @@ def main(params: dict) -> None:
     cfg = from_dict(FinetuneConfig, params.get("finetune"), "finetune")
     logging = from_dict(LoggingConfig, params.get("logging"), "logging")
     seed = seed_param(params)
+    from inat_cnn.training.distributed import relaunch
+
+    relaunch(cfg.processes, __file__)  # processes > 1: this script again, under torchrun
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
     from inat_cnn.data.prepared import read_meta

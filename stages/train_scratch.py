@@ -20,6 +20,9 @@ def main(params: dict) -> None:
     train_cfg = from_dict(TrainConfig, params.get("train"), "train")
     logging = from_dict(LoggingConfig, params.get("logging"), "logging")
     seed = seed_param(params)
+    from inat_cnn.training.distributed import relaunch
+
+    relaunch(train_cfg.processes, __file__)  # processes > 1: this script again, under torchrun
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
     from inat_cnn.data.prepared import read_meta

@@ -93,17 +93,16 @@ def test_two_gloo_processes_end_with_identical_weights(prepared: Path, tmp_path:
 
 
 @pytest.mark.e2e
-def test_train_scratch_stage_under_torchrun_then_dvc_commit(tmp_path: Path):
-    """The README's multi-process recipe: torchrun runs the stage, `dvc commit` records its outputs."""
+def test_train_processes_2_runs_under_torchrun_inside_dvc_repro(tmp_path: Path):
+    """`train.processes: 2`: the stage relaunches itself under torchrun (2 gloo processes on CPU) and
+    DVC records the outputs itself: no torchrun by hand, no `dvc commit`."""
     repo = copy_project(tmp_path)
-    set_params(repo, {**TINY_PARAMS, "prepare.side": 40})
+    set_params(repo, {**TINY_PARAMS, "prepare.side": 40, "train.processes": 2})
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "copy"], repo)
-    run(["dvc", "repro", "prepare"], repo)
-    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                "stages/train_scratch.py"], repo, timeout=300)
+    proc = run(["dvc", "repro", "train_scratch"], repo, timeout=600)
+    assert "starting 2 processes" in proc.stdout, proc.stdout
     assert proc.stdout.count("epoch 2/2:") == 1, proc.stdout  # rank 0 alone prints and writes
     metrics = json.loads((repo / "metrics/train_scratch.json").read_text())
     assert metrics["epochs_run"] == 2
-    run(["dvc", "commit", "-f", "train_scratch"], repo)
     assert "Data and pipelines are up to date" in run(["dvc", "status", "train_scratch"], repo).stdout

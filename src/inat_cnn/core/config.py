@@ -267,12 +267,14 @@ class TrainConfig:
     augment: bool = True
     early_stop_patience: int = 5
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["bf16", "fp16", "none"] = "bf16"  # CUDA only; CPU always runs fp32
-    channels_last: bool = True  # CUDA only
-    compile: bool = False  # torch.compile, CUDA only
+    amp: Literal["bf16", "fp16", "none"] = "bf16"  # bf16: on CUDA, and on a CPU with native bf16 (else fp32)
+    channels_last: bool = True  # every device
+    compile: bool = False  # torch.compile
+    processes: int = 1  # > 1: the stage relaunches itself under torchrun (DistributedDataParallel), one per GPU
 
     def validate(self, s: str) -> None:
         _check(0.0 < self.lr < 10.0, f"{s}.lr", self.lr, "a number in (0, 10)")
+        _check(1 <= self.processes <= 1024, f"{s}.processes", self.processes, "an integer >= 1 (1: one process, no torchrun)")
         _check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
         _check(self.batch_size >= 1, f"{s}.batch_size", self.batch_size, "an integer >= 1")
         _check(self.optimizer in OPTIMIZERS, f"{s}.optimizer", self.optimizer, "one of " + ", ".join(OPTIMIZERS))

@@ -1,7 +1,9 @@
 """Multi-process training under ``torchrun`` (DistributedDataParallel), and nothing when run alone.
 
-``torchrun --standalone --nproc_per_node=N stages/train_scratch.py`` starts N copies of a stage
-with RANK, LOCAL_RANK and WORLD_SIZE set; :func:`start` then joins the process group (NCCL on
+A training stage with ``processes: N`` (N > 1) calls :func:`relaunch` first, which runs the same
+script as ``torchrun --standalone --nproc_per_node=N`` and exits with its status, so DVC records the
+outputs of a multi-process run like any other. torchrun starts N copies of the stage with RANK,
+LOCAL_RANK and WORLD_SIZE set; :func:`start` then joins the process group (NCCL on
 CUDA, one GPU per process; gloo on CPU). Each rank trains on its shard of every batch order
 (see :class:`~inat_cnn.data.batches.BatchLoader`); DDP averages the gradients, so every rank
 holds the same weights after every step. Rank 0 alone writes checkpoints, curves and metrics.
@@ -10,6 +12,8 @@ holds the same weights after every step. Rank 0 alone writes checkpoints, curves
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +48,16 @@ def from_env() -> Context:
 
 def is_main_process() -> bool:
     return from_env().is_main
+
+
+def relaunch(processes: int, script: str) -> None:
+    """Outside torchrun with ``processes`` > 1: run ``script`` as ``processes`` torchrun workers, then exit
+    with their status. Inside torchrun, or with one process, return at once (the caller trains)."""
+    if processes <= 1 or "WORLD_SIZE" in os.environ:
+        return
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", script]
+    print(f"starting {processes} processes: {' '.join(command[1:])}", flush=True)
+    sys.exit(subprocess.run(command, check=False).returncode)
 
 
 def start(device: torch.device) -> tuple[Context, torch.device]:

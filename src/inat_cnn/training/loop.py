@@ -30,7 +30,7 @@ from ..data.prepared import PreparedSplit, open_prepared_splits
 from ..data.preprocessing import BatchTransform
 from ..models.checkpoint import ModelSpec, save_checkpoint
 from . import distributed
-from .device import select_device
+from .device import autocast_dtype, select_device
 from .optim import make_optimizer, make_scheduler
 from .resume import Progress, ResumeState, run_fingerprint
 from .tracking import EpochLogger, epoch_logger
@@ -69,11 +69,11 @@ class Runner:
         self.device = device
         self.ctx = ctx
         cuda = device.type == "cuda"
-        self.memory_format = torch.channels_last if cuda and cfg.channels_last else torch.contiguous_format
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.amp_dtype, self.precision = autocast_dtype(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.model = model.to(device, memory_format=self.memory_format)
-        compiled = cfg.compile and cuda
+        compiled = cfg.compile
         self.eval_forward = torch.compile(self.model) if compiled else self.model
         self.train_forward = self.eval_forward
         if ctx.enabled:  # validation stays local (no collectives per step); training averages gradients
@@ -141,6 +141,8 @@ def fit(
     spec.preprocessing.check_source(f"the {spec.arch} model")  # before any device or process-group work
     ctx, device = distributed.start(select_device(cfg.device))
     runner = Runner(model, cfg, device, ctx)
+    if ctx.is_main:
+        print(f"training on {device}: {runner.precision}, {'channels_last' if cfg.channels_last else 'NCHW'}", flush=True)
     optimizer = make_optimizer(cfg, param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}])
     scheduler = make_scheduler(cfg, optimizer)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
