@@ -125,6 +125,8 @@ def test_checkpoint_of_the_run_reloads_with_the_same_logits(lite0_run: Lite0Run)
     image_path = next(iter(sorted((lite0_run.raw / "test").rglob("*.jpg"))))
     x = BatchTransform(spec.preprocessing, augment=False)(square_image(decode_rgb(image_path), SIZE)[None])
     trained = lite0_run.pm.model.eval()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    trained = trained.to(memory_format=torch.contiguous_format)  # training ran channels_last; the same kernels now
     with torch.no_grad():
         expected, got = trained(x), model(x)
     assert got.shape == (1, 3)
