@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inat_cnn.core.config import SyntheticConfig, TrainConfig
+from inat_cnn.core.config import SyntheticConfig
 from inat_cnn.core.errors import FieldError, fields_named
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.training import device as device_module
