@@ -56,7 +56,7 @@ from inat_cnn.data.split import Row, csv_text
 from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.training.device import autocast_dtype
 from inat_cnn.training.loop import Runner
-from inat_cnn.training.optim import make_optimizer
+from inat_cnn.training.optim import make_optimizer, make_scheduler
 
 IMAGE_W, IMAGE_H = 800, 600
 JPEG_QUALITY = 90
@@ -200,12 +200,13 @@ class Trainer:
         if force_dtype is not None:
             self.runner.amp_dtype = None if force_dtype is torch.float32 else force_dtype
         self.optimizer = make_optimizer(cfg, self.runner.model.parameters())
+        self.scheduler = make_scheduler(cfg, self.optimizer, steps_per_epoch=1000)
         self.loss_fn = nn.CrossEntropyLoss()
 
     def images_per_s(self, batches, warmup: int, measure: int) -> float:
         """Train on ``warmup`` batches, then time ``measure`` batches as one epoch of the real loop."""
-        self.runner.epoch(itertools.islice(batches, warmup), self.loss_fn, "warm-up", self.optimizer)
-        result = self.runner.epoch(itertools.islice(batches, measure), self.loss_fn, "timed", self.optimizer)
+        self.runner.train_epoch(itertools.islice(batches, warmup), self.loss_fn, self.optimizer, self.scheduler, desc="warm-up")
+        result = self.runner.train_epoch(itertools.islice(batches, measure), self.loss_fn, self.optimizer, self.scheduler, desc="timed")
         return result["images"] / result["seconds"]
 
 

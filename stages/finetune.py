@@ -25,9 +25,7 @@ def main(params: dict) -> None:
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
     from inat_cnn.data.prepared import read_meta
-    from inat_cnn.models.checkpoint import ModelSpec
-    from inat_cnn.models.pretrained.build import build_pretrained
-    from inat_cnn.models.pretrained.freezing import apply_strategy, count_params, param_groups
+    from inat_cnn.models.pretrained.freezing import count_params, finetune_model, param_groups
     from inat_cnn.models.size import measured_flops
     from inat_cnn.training.device import seed_everything
     from inat_cnn.training.distributed import is_main_process
@@ -38,8 +36,7 @@ def main(params: dict) -> None:
 
     seed_everything(seed)
     with fields_named("params: finetune."):
-        pm = build_pretrained(cfg.arch, cfg.weights, len(class_names))
-        apply_strategy(pm, cfg.strategy, cfg.trainable_blocks)
+        pm, spec = finetune_model(cfg, class_names, meta["side"])
     counts = count_params(pm.model)
     print(f"{cfg.arch} ({pm.weights}), {cfg.strategy}: {counts['trainable']:,} of {counts['total']:,} parameters train; "
           f"blocks: {', '.join(name for name, _ in pm.blocks)}", flush=True)
@@ -51,12 +48,11 @@ def main(params: dict) -> None:
             "flops_per_image": measured_flops(pm.model, pm.input_size),
         })
 
-    spec = ModelSpec(cfg.arch, {"arch": cfg.arch}, class_names, pm.to_preprocessing(source_size=meta["side"]))
     with fields_named("params: finetune."):
         result = train_on_split(
             pm.model, spec, cfg, seed=seed, prepared_dir=PREPARED,
             checkpoint_path=Path("models/finetune.pt"), live_dir=Path("dvclive/train_finetune"),
-            param_groups=param_groups(pm, cfg.strategy, cfg.lr, cfg.backbone_lr_factor),
+            param_groups=param_groups(pm, cfg.lr, cfg.backbone_lr_factor, cfg.head_epochs),
             logging=logging, run_config={"seed": seed, "finetune": params.get("finetune")},
             resume_path=Path(".resume/finetune.pt"),
         )

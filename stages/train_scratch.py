@@ -4,7 +4,6 @@ Writes metrics/model_scratch.json (size), metrics/train_scratch.json (results: t
 re-run), metrics/timing_scratch.json (wall time, images/s) and dvclive/train_scratch/ (curves).
 """
 
-from dataclasses import asdict
 from pathlib import Path
 
 from inat_cnn.core.config import LoggingConfig, ScratchModelConfig, TrainConfig, from_dict
@@ -26,9 +25,8 @@ def main(params: dict) -> None:
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
     from inat_cnn.data.prepared import read_meta
-    from inat_cnn.data.preprocessing import Preprocessing
-    from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
-    from inat_cnn.models.scratch import ScratchCNN
+    from inat_cnn.models.checkpoint import SCRATCH_ARCH
+    from inat_cnn.models.scratch import scratch_model
     from inat_cnn.models.size import format_layer_table, size_report
     from inat_cnn.training.device import seed_everything
     from inat_cnn.training.distributed import is_main_process
@@ -38,15 +36,13 @@ def main(params: dict) -> None:
     class_names = meta["class_names"]
 
     seed_everything(seed)
-    model = ScratchCNN(model_cfg, num_classes=len(class_names))
+    model, spec = scratch_model(model_cfg, class_names, meta["side"])
     size = size_report(model_cfg, len(class_names))
     main_process = is_main_process()  # under torchrun, rank 0 writes the outputs
     if main_process:
         print(format_layer_table(size["layers"]), flush=True)
         write_json("metrics/model_scratch.json", {"label": "scratch CNN", "arch": SCRATCH_ARCH, **size})
 
-    spec = ModelSpec(SCRATCH_ARCH, asdict(model_cfg), class_names,
-                     Preprocessing(input_size=model_cfg.input_hw, source_size=meta["side"]))
     with fields_named("params: train."):
         result = train_on_split(
             model, spec, train_cfg, seed=seed, prepared_dir=PREPARED,

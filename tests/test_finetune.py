@@ -51,7 +51,7 @@ def run_finetune(pm: PretrainedModel, spec: ModelSpec, cfg: FinetuneConfig, root
     return train_on_split(
         pm.model, spec, cfg, seed=SEED, prepared_dir=root / "prepared",
         checkpoint_path=root / "model.pt", live_dir=root / "live",
-        param_groups=param_groups(pm, cfg.strategy, cfg.lr, cfg.backbone_lr_factor),
+        param_groups=param_groups(pm, cfg.lr, cfg.backbone_lr_factor, cfg.head_epochs),
     )
 
 

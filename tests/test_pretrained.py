@@ -137,7 +137,7 @@ def test_trainable_counts_per_strategy(meta_models, arch):
     for strategy, trainable in expected.items():
         apply_strategy(pm, strategy, trainable_blocks=2)
         assert count_params(pm.model) == {"total": sum(sizes), "trainable": trainable}, strategy
-        groups = param_groups(pm, strategy, lr=1e-3, backbone_lr_factor=0.1)
+        groups = param_groups(pm, lr=1e-3, backbone_lr_factor=0.1)
         assert sum(p.numel() for g in groups for p in g["params"]) == trainable
 
 
@@ -154,7 +154,7 @@ def test_frozen_blocks_unchanged_by_training_steps():
     frozen = [(n, b) for n, b in pm.blocks[:-3]]
     trainable = pm.blocks[-3:]
     before = {n: ([p.clone() for p in b.parameters()], _bn_stats(b)) for n, b in pm.blocks}
-    groups = param_groups(pm, "freeze_first_k", lr=0.1, backbone_lr_factor=1.0)
+    groups = param_groups(pm, lr=0.1)
     assert all(p.requires_grad for g in groups for p in g["params"])
     opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=0.05)
     pm.model.train()
@@ -193,10 +193,13 @@ def test_frozen_blocks_stay_in_eval_after_deepcopy_and_unfreeze(meta_models):
 def test_param_groups_backbone_lr_factor(meta_models):
     pm = meta_models("resnet18")
     apply_strategy(pm, "unfreeze_all", trainable_blocks=0)
-    lrs = {g["name"]: g["lr"] for g in param_groups(pm, "unfreeze_all", lr=1e-2, backbone_lr_factor=0.1)}
-    assert lrs == pytest.approx({"backbone": 1e-3, "head": 1e-2})
+    groups = param_groups(pm, lr=1e-2, backbone_lr_factor=0.1, head_epochs=2)
+    assert {g["name"]: g["lr"] for g in groups} == pytest.approx({"backbone": 1e-3, "head": 1e-2})
+    assert {g["name"]: g["start_epoch"] for g in groups} == {"backbone": 2, "head": 0}
+    apply_strategy(pm, "freeze_first_k", trainable_blocks=1)  # the factor applies to every trainable backbone block
+    assert {g["name"]: g["lr"] for g in param_groups(pm, lr=1e-2, backbone_lr_factor=0.1)} == pytest.approx({"backbone": 1e-3, "head": 1e-2})
     apply_strategy(pm, "freeze_all", trainable_blocks=0)
-    assert [g["name"] for g in param_groups(pm, "freeze_all", lr=1e-2, backbone_lr_factor=0.1)] == ["head"]
+    assert [g["name"] for g in param_groups(pm, lr=1e-2, backbone_lr_factor=0.1)] == ["head"]
 
 
 # ------------------------------------------------------------------------ weights files

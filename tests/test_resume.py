@@ -44,8 +44,12 @@ def _train(root: Path, raw: Path, cfg, *, resume: Path, stop_after: int | None =
     return result, model
 
 
-def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path, synthetic_raw: Path, capsys):
-    cfg = replace(FAST_TRAIN, epochs=4)
+RECIPE = {"warmup_epochs": 1, "label_smoothing": 0.1, "ema_epochs": 1.0, "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.8}
+
+
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["plain", "warmup-smoothing-ema-mixing"])
+def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path, synthetic_raw: Path, capsys, recipe):
+    cfg = replace(FAST_TRAIN, epochs=4, **recipe)
     full, full_model = _train(tmp_path / "full", synthetic_raw, cfg, resume=tmp_path / "full.resume")
     assert not (tmp_path / "full.resume").exists()  # a finished run leaves no resume state
 

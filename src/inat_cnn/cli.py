@@ -30,7 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default: 3)")
     predict.add_argument("--json", action="store_true", help="print a JSON list of {path, top: [{class, probability}]}")
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                         help="average each image's probabilities with its mirror image's, as evaluate does (default: on)")
     predict.set_defaults(func=_predict)
+    lr_find = sub.add_parser(
+        "lr-find", help="a learning-rate range test on the prepared train split: prints and plots a suggested lr",
+        description="Train a fresh model of params.yaml's configuration for a few steps while the learning rate grows "
+        "exponentially; suggest the rate a tenth of the way below the loss minimum. Reads data/prepared/train only "
+        "(run `dvc repro prepare` first).",
+    )
+    lr_find.add_argument("model", choices=("scratch", "finetune"), help="scratch: model + train params; finetune: finetune params")
+    lr_find.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    lr_find.add_argument("--steps", type=int, default=100, help="steps of the test, at most (default: 100)")
+    lr_find.add_argument("--start", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    lr_find.add_argument("--end", type=float, default=1.0, help="last learning rate (default: 1)")
+    lr_find.add_argument("--out", help="the figure (default: plots/lr_find/MODEL.png); a .json beside it holds the curve")
+    lr_find.set_defaults(func=_lr_find)
     add_sweep_commands(sub)
     return parser
 
@@ -45,13 +60,51 @@ def _model_size(args: argparse.Namespace) -> None:
     print(format_layer_table(report["layers"]))
 
 
+def _lr_find(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .core.config import FinetuneConfig, ScratchModelConfig, TrainConfig, from_dict
+    from .core.files import write_json
+    from .core.stage_runner import load_params, seed_param
+
+    params = load_params(args.params)
+    seed = seed_param(params)
+    section = "train" if args.model == "scratch" else "finetune"
+    cfg = from_dict(TrainConfig if args.model == "scratch" else FinetuneConfig, params.get(section), section)
+    model_cfg = from_dict(ScratchModelConfig, params.get("model"), "model") if args.model == "scratch" else None
+    from .data.prepared import open_prepared
+    from .models.pretrained.freezing import finetune_model, param_groups
+    from .models.scratch import scratch_model
+    from .training.device import seed_everything
+    from .training.lr_find import lr_range_test
+    from .viz.lr_find import lr_finding_plot
+
+    train = open_prepared(Path("data/prepared"), "train")
+    seed_everything(seed)
+    groups = None
+    with fields_named(f"params: {section}."):
+        if model_cfg is not None:
+            model, spec = scratch_model(model_cfg, train.class_names, train.side)
+        else:
+            pm, spec = finetune_model(cfg, train.class_names, train.side)
+            model, groups = pm.model, param_groups(pm, cfg.lr, cfg.backbone_lr_factor)
+    with fields_named({"start": "--start", "steps": "--steps"}):
+        finding = lr_range_test(model, spec, train, cfg, seed=seed, param_groups=groups, start=args.start, end=args.end, steps=args.steps)
+    out = Path(args.out or f"plots/lr_find/{args.model}.png")
+    lr_finding_plot(finding.lrs, finding.losses, finding.suggestion, out, f"lr range test: {spec.arch}, {len(finding.lrs)} steps")
+    write_json(out.with_suffix(".json"), finding.to_dict())
+    print(f"suggested {section}.lr: {finding.suggestion:.2g} (loss lowest at {10 * finding.suggestion:.2g}; "
+          f"now {cfg.lr:g})  ->  dvc exp run -S {section}.lr={finding.suggestion:.2g}")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+
+
 def _predict(args: argparse.Namespace) -> None:
     import json
 
     from .evaluation.predict import format_predictions, predict_images
 
     with fields_named({"top_k": "--top-k", "device": "--device"}):
-        results = predict_images(args.checkpoint, args.inputs, args.top_k, device=args.device)
+        results = predict_images(args.checkpoint, args.inputs, args.top_k, device=args.device, tta=args.tta)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
 
 

@@ -262,9 +262,15 @@ class TrainConfig:
     optimizer: str = "adamw"
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    schedule: Literal["cosine", "none"] = "cosine"
+    schedule: Literal["cosine", "none"] = "cosine"  # stepped every batch, after the warm-up
+    warmup_epochs: int = 0  # the lr rises linearly from lr / steps to lr over this many epochs' steps
     label_smoothing: float = 0.0
     augment: bool = True
+    ema_epochs: float = 0.0  # > 0: validate, keep and evaluate an exponential moving average of the weights
+    # whose time constant is this many epochs (0: off)
+    mixup_alpha: float = 0.0  # > 0: mixup with a Beta(alpha, alpha) share per sample (0: off)
+    cutmix_alpha: float = 0.0  # > 0: cutmix with a Beta(alpha, alpha) share per sample (0: off)
+    mix_prob: float = 1.0  # the share of training images mixed when mixup or cutmix is on
     early_stop_patience: int = 5
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["bf16", "fp16", "none"] = "bf16"  # bf16: on CUDA, and on a CPU with native bf16 (else fp32)
@@ -281,6 +287,11 @@ class TrainConfig:
         _check(0.0 <= self.momentum < 1.0, f"{s}.momentum", self.momentum, "a number in [0, 1)")
         _check(self.weight_decay >= 0.0, f"{s}.weight_decay", self.weight_decay, "a number >= 0")
         _check(0.0 <= self.label_smoothing < 1.0, f"{s}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        _check(self.warmup_epochs >= 0, f"{s}.warmup_epochs", self.warmup_epochs, "an integer >= 0")
+        _check(self.ema_epochs >= 0.0, f"{s}.ema_epochs", self.ema_epochs, "a number >= 0 (0: no moving average)")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            _check(getattr(self, name) >= 0.0, f"{s}.{name}", getattr(self, name), "a number >= 0 (0: off)")
+        _check(0.0 <= self.mix_prob <= 1.0, f"{s}.mix_prob", self.mix_prob, "a number in [0, 1]")
         _check(self.early_stop_patience >= 1, f"{s}.early_stop_patience", self.early_stop_patience, "an integer >= 1")
 
 
@@ -294,12 +305,14 @@ class FinetuneConfig(TrainConfig):
     weights: str = "DEFAULT"  # a torchvision weights enum name, DEFAULT, or a path to a state dict
     strategy: Literal["freeze_all", "freeze_first_k", "unfreeze_all"] = "freeze_first_k"
     trainable_blocks: int = 2
-    backbone_lr_factor: float = 1.0  # unfreeze_all: backbone lr = lr * factor
+    backbone_lr_factor: float = 1.0  # the backbone's lr = lr * factor (the head's is lr)
+    head_epochs: int = 0  # the first epochs train the head alone; then the strategy's backbone blocks join
 
     def validate(self, s: str) -> None:
         super().validate(s)
         _check(self.trainable_blocks >= 0, f"{s}.trainable_blocks", self.trainable_blocks, "an integer >= 0")
         _check(0.0 < self.backbone_lr_factor <= 1.0, f"{s}.backbone_lr_factor", self.backbone_lr_factor, "a number in (0, 1]")
+        _check(0 <= self.head_epochs, f"{s}.head_epochs", self.head_epochs, "an integer >= 0")
 
 
 @dataclass(frozen=True)
@@ -310,6 +323,7 @@ class EvaluateConfig:
     grid_cols: int = 3
     guided_backprop_neurons: int = 10
     sample_index: int = 0  # which test image the feature maps and guided backprop use
+    tta: bool = False  # average the predictions of each image and its mirror image
 
     def validate(self, s: str) -> None:
         _check(self.batch_size >= 1, f"{s}.batch_size", self.batch_size, "an integer >= 1")

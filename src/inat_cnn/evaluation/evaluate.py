@@ -76,11 +76,12 @@ def evaluate_checkpoint(
     pre = spec.preprocessing
     if cfg.sample_index >= len(test):
         raise FieldError("sample_index", cfg.sample_index, f"is not allowed; the test set has {len(test)} images")
-    probs, labels = predict_probs(model, test, pre, batch_size=cfg.batch_size, device=select_device(device))
+    probs, labels = predict_probs(model, test, pre, batch_size=cfg.batch_size, device=select_device(device), tta=cfg.tta)
     model.cpu()
     preds = probs.argmax(1)
     metrics = classification_metrics(labels, preds, names)
     metrics["checkpoint_epoch"] = ckpt.get("epoch")
+    metrics["tta"] = cfg.tta
     cm = confusion(labels, preds, len(names))
 
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:

@@ -21,16 +21,26 @@ from ..data.preprocessing import BatchTransform, Preprocessing
 
 
 @torch.no_grad()
+def class_probs(model: nn.Module, x: torch.Tensor, *, tta: bool = False) -> torch.Tensor:
+    """Softmax probabilities of a batch of model inputs; with ``tta``, the mean of the image's and its
+    mirror image's (horizontal flip, the one augmentation every model here was trained with)."""
+    probs = torch.softmax(model(x).float(), dim=1)
+    if tta:
+        probs = (probs + torch.softmax(model(x.flip(3)).float(), dim=1)) / 2
+    return probs
+
+
+@torch.no_grad()
 def predict_probs(
-    model: nn.Module, split: PreparedSplit, pre: Preprocessing, *, batch_size: int, device: torch.device
+    model: nn.Module, split: PreparedSplit, pre: Preprocessing, *, batch_size: int, device: torch.device, tta: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities (N, C) and true labels (N,) of a prepared split, in its order.
+    """Softmax probabilities (N, C) (see :func:`class_probs`) and true labels (N,) of a prepared split, in its order.
 
     The probabilities stay on the device until the end (one copy to the host); the labels are
     the split's own (an unshuffled loader visits it in order)."""
     model.eval().to(device)
     loader = BatchLoader(split, batch_size, device, BatchTransform(pre, augment=False))
-    probs = [torch.softmax(model(x).float(), dim=1) for x, _ in tqdm(loader, desc="predict", leave=False, mininterval=2.0)]
+    probs = [class_probs(model, x, tta=tta) for x, _ in tqdm(loader, desc="predict", leave=False, mininterval=2.0)]
     return torch.cat(probs).cpu().numpy(), split.labels.copy()
 
 

@@ -67,11 +67,14 @@ def predict_images(
     batch_size: int = BATCH_SIZE,
     device: str = "auto",
     limits: ImageLimits = DEFAULT_LIMITS,
+    tta: bool = True,
 ) -> list[dict[str, Any]]:
     """Per image, in input order: ``{"path": str, "top": [{"class": name, "probability": p}, ...]}``,
-    the ``top_k`` most probable classes (at most the checkpoint's class count), most probable first."""
+    the ``top_k`` most probable classes (at most the checkpoint's class count), most probable first.
+    ``tta``: average with the mirror image's probabilities (as the evaluate stages do by default)."""
     from ..models.build import load_model
     from ..training.device import select_device
+    from .metrics import class_probs
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise FieldError("top_k", top_k, "is not allowed; expected an integer >= 1")
@@ -86,7 +89,7 @@ def predict_images(
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         x = transform(torch.stack([_load_square(p, size, limits) for p in chunk]).to(dev))
-        probs = torch.softmax(model(x).float(), dim=1)
+        probs = class_probs(model, x, tta=tta)
         values, indices = probs.topk(k, dim=1)
         for path, vals, idxs in zip(chunk, values.cpu().tolist(), indices.cpu().tolist()):
             top = [{"class": spec.class_names[i], "probability": v} for v, i in zip(vals, idxs)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
@@ -10,6 +12,9 @@ from torch import nn
 from ..core.config import ScratchModelConfig
 from .activations import make_activation
 from .size import IN_CHANNELS, block_output_hw, check_num_classes, flatten_features, same_padding
+
+if TYPE_CHECKING:
+    from .checkpoint import ModelSpec
 
 
 def conv_block(c_in: int, c_out: int, kernel: int, activation: str, batch_norm: bool) -> nn.Sequential:
@@ -74,3 +79,12 @@ class ScratchCNN(nn.Module):
     def last_conv_block(self) -> nn.Module:
         """The last block; its output has the last block's channel count."""
         return self.features[-1]
+
+
+def scratch_model(cfg: ScratchModelConfig, class_names: Sequence[str], source_size: int) -> tuple[ScratchCNN, "ModelSpec"]:
+    """A freshly initialised CNN and the spec its checkpoints carry, for squares of ``source_size`` px."""
+    from ..data.preprocessing import Preprocessing
+    from .checkpoint import SCRATCH_ARCH, ModelSpec
+
+    spec = ModelSpec(SCRATCH_ARCH, asdict(cfg), list(class_names), Preprocessing(input_size=cfg.input_hw, source_size=source_size))
+    return ScratchCNN(cfg, num_classes=len(class_names)), spec

@@ -1,14 +1,22 @@
 """The one training loop, used by train_scratch and finetune.
 
-``fit`` trains with the optimizer/schedule/loss of a :class:`TrainConfig`, validates every epoch,
-keeps the best-val-accuracy checkpoint (atomically), stops early after ``early_stop_patience``
-epochs without improvement, and hands per-epoch rows to a logger (dvclive, see tracking.py).
-Batches come from the prepared uint8 cache and are augmented on the training device
-(data/batches.py, data/preprocessing.py). On CUDA it uses autocast (bf16/fp16), channels_last,
-optional torch.compile and cudnn.benchmark; on CPU it runs fp32 and, with the same params and
-seed, gives the same metrics and byte-identical checkpoints run after run. Per-step values stay on
-the device: the host syncs once per epoch. Under torchrun it trains with DistributedDataParallel
-(see distributed.py).
+``fit`` trains with the recipe of a :class:`TrainConfig` (torchvision's classification reference
+is the model: a training step and an evaluation step that each fit on a screen):
+
+* the optimizer and a per-step schedule, linear warm-up then cosine (optim.py), label smoothing;
+* crops, flips and colour jitter on the training device (data/preprocessing.py), then optional
+  mixup/cutmix with per-sample draws (mixing.py);
+* an optional moving average of the weights (ema.py): when on, it is what is validated, kept and
+  evaluated;
+* validation every epoch, the best-val-accuracy checkpoint written atomically, early stopping
+  after ``early_stop_patience`` epochs without improvement, and an optional per-epoch hook that
+  may stop the run (a sweep's pruner).
+
+Batches come from the prepared uint8 cache (data/batches.py). autocast (bf16 on CUDA and on CPUs
+with native bf16, device.py) and channels_last apply on every device; torch.compile is optional.
+On one CPU the same params and seed give the same metrics and byte-identical checkpoints run after
+run. Per-step values stay on the device: the host syncs once per epoch. Under torchrun it trains
+with DistributedDataParallel (see distributed.py).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -31,9 +39,14 @@ from ..data.preprocessing import BatchTransform
 from ..models.checkpoint import ModelSpec, save_checkpoint
 from . import distributed
 from .device import autocast_dtype, select_device
+from .ema import WeightEMA
+from .mixing import Mixer, MixDraws
 from .optim import make_optimizer, make_scheduler
 from .resume import Progress, ResumeState, run_fingerprint
 from .tracking import EpochLogger, epoch_logger
+
+EpochHook = Callable[[dict[str, float]], bool]  # an epoch's row -> stop now
+
 
 @dataclass
 class FitResult:
@@ -44,6 +57,7 @@ class FitResult:
     best_val_loss: float
     epochs_run: int
     stopped_early: bool
+    pruned_after_epoch: int | None = None  # a sweep's pruner stopped the run after this epoch
     history: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -87,36 +101,71 @@ class Runner:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def epoch(self, loader, loss_fn, desc: str, optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
-        """One pass over ``loader`` (device batches); trains when ``optimizer`` is given.
+    def train_epoch(self, loader: BatchLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, *, mix: Mixing | None = None,
+                    ema: WeightEMA | None = None, desc: str = "train") -> dict[str, float]:
+        """One training pass: a step per batch (optionally mixed), the schedule and the average follow it."""
+        self.model.train()
+        totals, start, offset = _Totals(self.device), time.perf_counter(), 0
+        for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2.0, dynamic_ncols=True, disable=not self.ctx.is_main):
+            target = y
+            if mix is not None:
+                x, target = mix.mixer(x, y, mix.draws[offset : offset + len(y)])
+                offset += len(y)
+            with self.autocast():
+                logits = self.train_forward(x.contiguous(memory_format=self.memory_format))
+                loss = loss_fn(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(self.model)
+            totals.add(loss, logits, y)
+        return totals.result(self.ctx, start)
 
-        Returns loss, acc and images summed over every rank, and this rank's seconds.
-        """
-        training = optimizer is not None
-        self.model.train(training)
-        forward = self.train_forward if training else self.eval_forward
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.float64)
-        seen = 0
-        start = time.perf_counter()
-        with torch.set_grad_enabled(training):
-            for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2.0, dynamic_ncols=True, disable=not self.ctx.is_main):
-                x = x.contiguous(memory_format=self.memory_format)
-                with self.autocast():
-                    logits = forward(x)
-                    loss = loss_fn(logits.float(), y)
-                if training:
-                    optimizer.zero_grad(set_to_none=True)
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(optimizer)
-                    self.scaler.update()
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (logits.argmax(1) == y).sum()
-                seen += y.shape[0]
-        totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=self.device, dtype=torch.float64)])
-        loss_sum, correct, seen = distributed.sum_across(totals, self.ctx).tolist()  # the epoch's one host sync
-        seconds = time.perf_counter() - start
-        return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "images": int(seen), "seconds": seconds}
+    @torch.no_grad()
+    def evaluate(self, loader: BatchLoader, loss_fn: nn.Module, model: nn.Module | None = None, desc: str = "val") -> dict[str, float]:
+        """One pass without gradients over ``loader`` with ``model`` (default: the trained one)."""
+        forward = self.eval_forward if model is None else model
+        (model or self.model).eval()
+        totals, start = _Totals(self.device), time.perf_counter()
+        for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2.0, dynamic_ncols=True, disable=not self.ctx.is_main):
+            with self.autocast():
+                logits = forward(x.contiguous(memory_format=self.memory_format))
+                loss = loss_fn(logits.float(), y)
+            totals.add(loss, logits, y)
+        return totals.result(self.ctx, start)
+
+
+class _Totals:
+    """Loss, correct predictions and images summed on the device; one host sync per epoch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=device, dtype=torch.float64)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss.detach() * y.shape[0]
+        self.correct += (logits.argmax(1) == y).sum()
+        self.seen += y.shape[0]
+
+    def result(self, ctx: distributed.Context, start: float) -> dict[str, float]:
+        """loss, acc and images summed over every rank (the epoch's one host sync), and this rank's seconds."""
+        totals = torch.stack([self.loss, self.correct, torch.tensor(float(self.seen), device=self.loss.device, dtype=torch.float64)])
+        loss_sum, correct, seen = distributed.sum_across(totals, ctx).tolist()
+        return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "images": int(seen),
+                "seconds": time.perf_counter() - start}
+
+
+@dataclass(frozen=True)
+class Mixing:
+    """A :class:`Mixer` and the epoch's draws (one per image of this rank, in visiting order, on the device)."""
+
+    mixer: Mixer
+    draws: MixDraws
 
 
 def fit(
@@ -131,56 +180,80 @@ def fit(
     log_epoch: EpochLogger | None = None,
     param_groups: list[dict[str, Any]] | None = None,
     resume: ResumeState | None = None,
+    epoch_hook: EpochHook | None = None,
 ) -> FitResult:
     """Train ``model``; the best-val-accuracy weights end up in ``checkpoint_path`` and in ``model``.
 
-    Every epoch reseeds the RNGs from ``(seed, epoch)`` (dropout, batch order, augmentation), so a
-    run resumed from ``resume`` after epoch k ends exactly like an uninterrupted one. Under
-    torchrun every rank calls this; rank 0 alone writes files.
+    With ``cfg.ema_epochs`` the moving average of the weights is what is validated, kept and
+    returned. Every epoch reseeds the RNGs from ``(seed, epoch)`` (dropout, batch order,
+    augmentation, mixing), so a run resumed from ``resume`` after epoch k ends exactly like an
+    uninterrupted one. ``epoch_hook`` (a sweep's pruner) sees each epoch's row on rank 0 and stops
+    the run by returning True. Under torchrun every rank calls this; rank 0 alone writes files.
     """
     spec.preprocessing.check_source(f"the {spec.arch} model")  # before any device or process-group work
     ctx, device = distributed.start(select_device(cfg.device))
     runner = Runner(model, cfg, device, ctx)
-    if ctx.is_main:
-        print(f"training on {device}: {runner.precision}, {'channels_last' if cfg.channels_last else 'NCHW'}", flush=True)
-    optimizer = make_optimizer(cfg, param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}])
-    scheduler = make_scheduler(cfg, optimizer)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     shard = {"rank": ctx.rank, "world_size": ctx.world_size}
     train_loader = BatchLoader(train_split, cfg.batch_size, device, BatchTransform(spec.preprocessing, augment=cfg.augment),
                                shuffle=True, pad=True, **shard)
     val_loader = BatchLoader(val_split, cfg.batch_size, device, BatchTransform(spec.preprocessing, augment=False), **shard)
+    optimizer = make_optimizer(cfg, param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}])
+    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    ema = WeightEMA(runner.model, cfg.ema_epochs, len(train_loader)) if cfg.ema_epochs > 0 else None
+    kept = model if ema is None else ema.module  # what is validated, checkpointed and returned
+    mixer = Mixer(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, len(spec.class_names))
+    if ctx.is_main:
+        print(f"training on {device}: {runner.precision}, {'channels_last' if cfg.channels_last else 'NCHW'}; "
+              + describe_recipe(cfg, ema), flush=True)
     log_epoch = log_epoch if ctx.is_main else None
     resume = resume or ResumeState(None)
     writer = resume if ctx.is_main else ResumeState(None)
-    states = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": runner.scaler}
+    states = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": runner.scaler, "ema": ema}
     progress, best_state = _restore(resume, states, checkpoint_path, spec, log_epoch, ctx.is_main)
-    while progress.epoch < cfg.epochs and not progress.stopped_early:
+    while progress.epoch < cfg.epochs and not progress.stopped_early and progress.pruned_after_epoch is None:
         epoch = progress.epoch + 1
         torch.manual_seed(seed * 1000 + epoch + 7919 * ctx.rank)
         train_loader.set_epoch(seed * 1000 + epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        tr = runner.epoch(train_loader, loss_fn, f"epoch {epoch}/{cfg.epochs} train", optimizer)
+        mix = None
+        if mixer.enabled:
+            draws = mixer.draw(len(train_loader.order()), torch.Generator().manual_seed((seed * 1000 + epoch) * 1013 + ctx.rank))
+            mix = Mixing(mixer, draws.to(device))
+        lr = max(group["lr"] for group in optimizer.param_groups)
+        tr = runner.train_epoch(train_loader, loss_fn, optimizer, scheduler, mix=mix, ema=ema, desc=f"epoch {epoch}/{cfg.epochs} train")
         distributed.broadcast_buffers(model, ctx)
-        va = runner.epoch(val_loader, loss_fn, f"epoch {epoch}/{cfg.epochs} val")
-        if scheduler is not None:
-            scheduler.step()
+        va = runner.evaluate(val_loader, loss_fn, None if ema is None else ema.module, desc=f"epoch {epoch}/{cfg.epochs} val")
         improved = progress.record(epoch, tr, va, lr, cfg.early_stop_patience)
         if ctx.is_main:
             _print_epoch(progress, cfg.epochs, improved)
         if log_epoch is not None:
             log_epoch(progress.history[-1])
         if improved:
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
             if ctx.is_main:
                 save_checkpoint(checkpoint_path, best_state, spec, epoch=progress.best_epoch, metrics=progress.best_metrics)
+        stop = epoch_hook is not None and ctx.is_main and epoch_hook(progress.history[-1])
+        if distributed.sum_across(torch.tensor(float(stop), device=device), ctx).item() > 0:  # every rank stops together
+            progress.pruned_after_epoch = epoch
+            if ctx.is_main:
+                print(f"pruned after epoch {epoch} (best val accuracy {progress.best_acc:.3f} at epoch {progress.best_epoch})", flush=True)
         writer.save(progress, best_state, **{k: None if s is None else s.state_dict() for k, s in states.items()})
     writer.clear()
     distributed.stop(ctx)
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(progress.best_epoch, progress.best_acc, progress.best_loss, len(progress.history),
-                     progress.stopped_early, progress.history)
+                     progress.stopped_early, progress.pruned_after_epoch, progress.history)
+
+
+def describe_recipe(cfg: TrainConfig, ema: WeightEMA | None) -> str:
+    """One line: the schedule, smoothing, averaging and mixing this run uses."""
+    parts = [f"lr {cfg.lr:g}, {cfg.warmup_epochs} warm-up epoch(s) then {cfg.schedule}",
+             f"label smoothing {cfg.label_smoothing:g}"]
+    parts.append("no weight average" if ema is None else f"weight average over {cfg.ema_epochs:g} epochs (decay {ema.decay:.4f}/step)")
+    mixes = [f"{name} alpha {alpha:g}" for name, alpha in (("mixup", cfg.mixup_alpha), ("cutmix", cfg.cutmix_alpha)) if alpha > 0]
+    parts.append(f"{' + '.join(mixes)} on {cfg.mix_prob:.0%} of images" if mixes and cfg.mix_prob > 0 else "no mixing")
+    return ", ".join(parts)
 
 
 def _restore(resume: ResumeState, states: dict[str, Any], checkpoint_path: str | Path, spec: ModelSpec,
@@ -211,7 +284,9 @@ def _print_epoch(progress: Progress, epochs: int, improved: bool) -> None:
         + (" *" if improved else ""),
         flush=True,
     )
-    if progress.stopped_early:
+    if progress.stopped_early and progress.best_acc >= 1.0:
+        print(f"early stop: val accuracy 1.000 at epoch {progress.best_epoch}; no later epoch can beat it")
+    elif progress.stopped_early:
         print(f"early stop: no val accuracy gain for {progress.bad_epochs} epochs "
               f"(best {progress.best_acc:.3f} at epoch {progress.best_epoch})")
 
@@ -229,6 +304,7 @@ def train_on_split(
     logging: LoggingConfig = LoggingConfig(),
     run_config: dict[str, Any] | None = None,
     resume_path: Path | None = None,
+    epoch_hook: EpochHook | None = None,
 ) -> FitResult:
     """Train on the prepared train split, validate on the val split (``prepared_dir``, see data/prepared.py).
 
@@ -245,5 +321,5 @@ def train_on_split(
     with logger as log_epoch:
         return fit(
             model, spec, train_split, val_split, cfg, seed=seed, checkpoint_path=checkpoint_path,
-            log_epoch=log_epoch, param_groups=param_groups, resume=resume,
+            log_epoch=log_epoch, param_groups=param_groups, resume=resume, epoch_hook=epoch_hook,
         )

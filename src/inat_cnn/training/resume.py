@@ -28,12 +28,14 @@ class Progress:
     best_metrics: dict[str, float] = field(default_factory=dict)
     bad_epochs: int = 0
     stopped_early: bool = False
+    pruned_after_epoch: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
     def record(self, epoch: int, train: dict[str, float], val: dict[str, float], lr: float, patience: int) -> bool:
         """Add epoch ``epoch``'s row (train and val from ``Runner.epoch``); True when val accuracy improved.
 
-        After ``patience`` epochs in a row without improvement, ``stopped_early`` is set."""
+        After ``patience`` epochs in a row without improvement, ``stopped_early`` is set, and at once
+        when val accuracy reaches 1: no later epoch can beat it, so no later epoch would be kept."""
         self.epoch = epoch
         self.history.append({
             "epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
@@ -45,6 +47,7 @@ class Progress:
             self.best_epoch, self.best_acc, self.best_loss = epoch, val["acc"], val["loss"]
             self.best_metrics = {"val_acc": val["acc"], "val_loss": val["loss"], "train_acc": train["acc"], "train_loss": train["loss"]}
             self.bad_epochs = 0
+            self.stopped_early = val["acc"] >= 1.0
             return True
         self.bad_epochs += 1
         self.stopped_early = self.bad_epochs >= patience

@@ -1,16 +1,20 @@
-"""Freezing a :class:`~.build.PretrainedModel` block by block, the optimizer's parameter groups,
-and parameter counts."""
+"""Freezing a :class:`~.build.PretrainedModel` block by block, the model a fine-tuning run starts
+from, the optimizer's parameter groups, and parameter counts."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from torch import nn
 
+from ...core.config import FinetuneConfig
 from ...core.errors import FieldError
 from .blocks import HEAD, members
-from .build import PretrainedModel
+from .build import PretrainedModel, build_pretrained
+
+if TYPE_CHECKING:
+    from ..checkpoint import ModelSpec
 
 STRATEGIES = ("freeze_all", "freeze_first_k", "unfreeze_all")
 
@@ -41,6 +45,16 @@ def apply_strategy(pm: PretrainedModel, strategy: str, trainable_blocks: int) ->
     keep_frozen_blocks_in_eval(pm)
 
 
+def finetune_model(cfg: FinetuneConfig, class_names: Sequence[str], source_size: int) -> tuple[PretrainedModel, "ModelSpec"]:
+    """``cfg.arch`` with its pretrained weights, a new head and ``cfg.strategy`` applied, and the spec its
+    checkpoints carry, for squares of ``source_size`` px."""
+    from ..checkpoint import ModelSpec
+
+    pm = build_pretrained(cfg.arch, cfg.weights, len(class_names))
+    apply_strategy(pm, cfg.strategy, cfg.trainable_blocks)
+    return pm, ModelSpec(cfg.arch, {"arch": cfg.arch}, list(class_names), pm.to_preprocessing(source_size=source_size))
+
+
 def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
     return type(module).train(module, False)
 
@@ -66,13 +80,15 @@ def keep_frozen_blocks_in_eval(pm: PretrainedModel) -> None:
     pm.model.train(pm.model.training)  # apply now
 
 
-def param_groups(pm: PretrainedModel, strategy: str, lr: float, backbone_lr_factor: float = 1.0) -> list[dict[str, Any]]:
-    """Optimizer groups of the parameters that train: ``head`` at ``lr``; ``backbone`` at
-    ``lr * backbone_lr_factor`` for unfreeze_all, at ``lr`` otherwise. Empty groups are left out."""
-    backbone_lr = lr * backbone_lr_factor if strategy == "unfreeze_all" else lr
+def param_groups(pm: PretrainedModel, lr: float, backbone_lr_factor: float = 1.0, head_epochs: int = 0) -> list[dict[str, Any]]:
+    """Optimizer groups of the parameters that train (after :func:`apply_strategy`): ``head`` at
+    ``lr`` from the first epoch; ``backbone`` (its trainable blocks) at ``lr * backbone_lr_factor``
+    from epoch ``head_epochs`` on (``start_epoch``, read by the lr schedule: the head learns the new
+    classes before the backbone's features move). Empty groups are left out."""
     groups = [
-        {"name": "backbone", "lr": backbone_lr, "params": [p for _, b in pm.backbone_blocks for p in b.parameters() if p.requires_grad]},
-        {"name": HEAD, "lr": lr, "params": [p for p in pm.head.parameters() if p.requires_grad]},
+        {"name": "backbone", "lr": lr * backbone_lr_factor, "start_epoch": head_epochs,
+         "params": [p for _, b in pm.backbone_blocks for p in b.parameters() if p.requires_grad]},
+        {"name": HEAD, "lr": lr, "start_epoch": 0, "params": [p for p in pm.head.parameters() if p.requires_grad]},
     ]
     return [g for g in groups if g["params"]]
 
