@@ -17,7 +17,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    pruned_after_epoch: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """Results only: a re-run with the same params, seed and machine writes the same bytes."""
@@ -131,6 +132,7 @@ def fit(
     log_epoch: EpochLogger | None = None,
     param_groups: list[dict[str, Any]] | None = None,
     resume: ResumeState | None = None,
+    epoch_hook: Callable[[dict[str, float]], bool] | None = None,
 ) -> FitResult:
     """Train ``model``; the best-val-accuracy weights end up in ``checkpoint_path`` and in ``model``.
 
@@ -155,6 +157,7 @@ def fit(
     writer = resume if ctx.is_main else ResumeState(None)
     states = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": runner.scaler}
     progress, best_state = _restore(resume, states, checkpoint_path, spec, log_epoch, ctx.is_main)
+    pruned_after = None
     while progress.epoch < cfg.epochs and not progress.stopped_early:
         epoch = progress.epoch + 1
         torch.manual_seed(seed * 1000 + epoch + 7919 * ctx.rank)
@@ -170,17 +173,22 @@ def fit(
             _print_epoch(progress, cfg.epochs, improved)
         if log_epoch is not None:
             log_epoch(progress.history[-1])
+        if epoch_hook is not None and ctx.is_main and epoch_hook(progress.history[-1]):
+            pruned_after = epoch
         if improved:
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             if ctx.is_main:
                 save_checkpoint(checkpoint_path, best_state, spec, epoch=progress.best_epoch, metrics=progress.best_metrics)
         writer.save(progress, best_state, **{k: None if s is None else s.state_dict() for k, s in states.items()})
+        if pruned_after is not None:
+            print(f"pruned after epoch {epoch}", flush=True)
+            break
     writer.clear()
     distributed.stop(ctx)
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(progress.best_epoch, progress.best_acc, progress.best_loss, len(progress.history),
-                     progress.stopped_early, progress.history)
+                     progress.stopped_early, progress.history, pruned_after)
 
 
 def _restore(resume: ResumeState, states: dict[str, Any], checkpoint_path: str | Path, spec: ModelSpec,
@@ -229,6 +237,7 @@ def train_on_split(
     logging: LoggingConfig = LoggingConfig(),
     run_config: dict[str, Any] | None = None,
     resume_path: Path | None = None,
+    epoch_hook: Callable[[dict[str, float]], bool] | None = None,
 ) -> FitResult:
     """Train on the prepared train split, validate on the val split (``prepared_dir``, see data/prepared.py).
 
@@ -245,5 +254,5 @@ def train_on_split(
     with logger as log_epoch:
         return fit(
             model, spec, train_split, val_split, cfg, seed=seed, checkpoint_path=checkpoint_path,
-            log_epoch=log_epoch, param_groups=param_groups, resume=resume,
+            log_epoch=log_epoch, param_groups=param_groups, resume=resume, epoch_hook=epoch_hook,
         )
