@@ -99,8 +99,25 @@ def make_sampler(name: str, sweep: Sweep, seed: int | None, startup_trials: int 
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler({k: [_choice(v) for v in vs] for k, vs in sweep.grid().items()}, seed=seed)
+        return _AskTellGrid({k: [_choice(v) for v in vs] for k, vs in sweep.grid().items()}, seed=seed)
     raise UserError(f"--sampler = {name!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+def _ask_tell_grid() -> type:
+    import optuna
+
+    class AskTellGrid(optuna.samplers.GridSampler):
+        """Optuna's grid sampler without its ``study.stop()`` once the grid is used up, which only
+        works inside ``study.optimize``: the driver stops at ``--trials``, capped at the grid's size."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return AskTellGrid
+
+
+def _AskTellGrid(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - a class made on first use (Optuna's import is lazy)
+    return _ask_tell_grid()(*args, **kwargs)
 
 
 # ------------------------------------------------------------------------------- the study
@@ -358,7 +375,14 @@ def evaluate_best(study: Any, repo: Path) -> dict[str, Any]:
         raise UserError(f"study {study.study_name}: its metric {study.user_attrs.get('metric')!r} names no training stage")
     file, key = parse_metric(test_metric)
     stage = Path(file).stem
-    dvc(["exp", "apply", name], repo, f"applying {name} (run `dvc exp pull origin` first if it ran elsewhere)")
+    try:
+        dvc(["exp", "apply", name], repo, f"applying {name} (run `dvc exp pull origin` first if it ran elsewhere)")
+    except UserError as exc:
+        if "Checkout failed" not in str(exc):
+            raise
+        # outputs of stages that never ran here (a sweep of train_scratch alone): `dvc repro` below
+        # restores or re-runs whatever the evaluate stage needs
+        print(f"note: `dvc exp apply {name}` could not check out the outputs of stages that never ran here", flush=True)
     dvc(["repro", stage], repo, f"evaluating {name} on the test set")
     data = json.loads((Path(repo) / file).read_text())
     result = {"trial": best.number, "exp": name, "val": best.value, "test_accuracy": float(data[key]), "stage": stage}
