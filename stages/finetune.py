@@ -29,6 +29,7 @@ def main(params: dict) -> None:
     from inat_cnn.models.size import measured_flops
     from inat_cnn.training.device import seed_everything
     from inat_cnn.training.distributed import is_main_process
+    from inat_cnn.sweep.pruning import epoch_hook_from_env
     from inat_cnn.training.loop import train_on_split
 
     meta = read_meta(PREPARED / "train")
@@ -54,7 +55,7 @@ def main(params: dict) -> None:
             checkpoint_path=Path("models/finetune.pt"), live_dir=Path("dvclive/train_finetune"),
             param_groups=param_groups(pm, cfg.lr, cfg.backbone_lr_factor, cfg.head_epochs),
             logging=logging, run_config={"seed": seed, "finetune": params.get("finetune")},
-            resume_path=Path(".resume/finetune.pt"),
+            resume_path=Path(".resume/finetune.pt"), epoch_hook=epoch_hook_from_env(),
         )
     if main_process:
         write_json("metrics/train_finetune.json", result.summary())

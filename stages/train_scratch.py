@@ -30,6 +30,7 @@ def main(params: dict) -> None:
     from inat_cnn.models.size import format_layer_table, size_report
     from inat_cnn.training.device import seed_everything
     from inat_cnn.training.distributed import is_main_process
+    from inat_cnn.sweep.pruning import epoch_hook_from_env
     from inat_cnn.training.loop import train_on_split
 
     meta = read_meta(PREPARED / "train")
@@ -48,7 +49,7 @@ def main(params: dict) -> None:
             model, spec, train_cfg, seed=seed, prepared_dir=PREPARED,
             checkpoint_path=Path("models/scratch.pt"), live_dir=Path("dvclive/train_scratch"),
             logging=logging, run_config={"seed": seed, "model": params.get("model"), "train": params.get("train")},
-            resume_path=Path(".resume/train_scratch.pt"),
+            resume_path=Path(".resume/train_scratch.pt"), epoch_hook=epoch_hook_from_env(),
         )
     if main_process:
         write_json("metrics/train_scratch.json", result.summary())

@@ -1,4 +1,5 @@
-"""Sweeps: the sweep file, grid and random choice, -S values, the report, and a real queued sweep.
+"""Sweeps: the sweep file, -S values and the report (tests/test_sweep_optuna.py: the study driver,
+pruning and real queued studies).
 
 The test set decides nothing: sweeps rank by validation accuracy, never by a test-split metric."""
 
@@ -8,24 +9,21 @@ import argparse
 import copy
 import json
 import re
-import subprocess
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, TINY_PARAMS, copy_project, run, set_params, tool_env
+from conftest import REPO
 from PIL import Image
 
 from inat_cnn.core.errors import UserError
 from inat_cnn.sweep import cli as sweep_cli
 from inat_cnn.sweep.cli import add_sweep_commands
-from inat_cnn.sweep.queue import format_value, grid, queue_experiments, sample
+from inat_cnn.sweep.queue import format_value, queue_command
 from inat_cnn.sweep.report import sweep_report
 from inat_cnn.sweep.results import DEFAULT_METRIC, is_test_metric_file, parse_exp_show
-from inat_cnn.sweep.spec import Sweep, load_sweep
+from inat_cnn.sweep.spec import Range, load_sweep
 
 METRIC = "metrics/train_scratch.json:best_val_acc"
 TEST_METRIC = "metrics/evaluate_scratch.json:accuracy"
@@ -45,9 +43,10 @@ def test_the_shipped_sweep_files_load():
         "model.filters", "model.filter_organisation", "model.activation", "model.batch_norm", "model.dropout",
         "train.augment", "model.dense_units", "train.lr", "train.batch_size",
     ]
-    assert scratch.params["train.lr"] == [1e-2, 1e-3, 1e-4]
+    assert scratch.params["train.lr"] == Range(1e-4, 1e-2, log=True)
+    assert scratch.params["model.dropout"] == Range(0.1, 0.4)
     assert scratch.params["model.batch_norm"] == [True, False]
-    assert scratch.size == 3 * 3 * 4 * 2 * 2 * 2 * 3 * 3 * 2 == 5184
+    assert scratch.size == float("inf")  # continuous ranges
     assert (scratch.metric, scratch.goal, scratch.targets) == (METRIC, "maximize", ("train_scratch",))
     finetune = load_sweep(REPO / "sweeps/finetune.yaml")
     assert finetune.metric == "metrics/train_finetune.json:best_val_acc" and finetune.targets == ("finetune",)
@@ -70,6 +69,13 @@ def test_a_sweep_file_reads_1e_4_as_a_number_and_defaults_the_rest(tmp_path):
         ("params: {}\n", "'params' must be a non-empty mapping"),
         ("params:\n  train.lr: []\n", "train.lr has an empty list"),
         ("params:\n  train.lr: 0.001\n", "train.lr = 0.001 must be a list"),
+        ("params:\n  train.lr: {low: 0.1, high: 0.01}\n", "train.lr is an empty range"),
+        ("params:\n  train.lr: {low: 0.1, high: 0.1}\n", "train.lr is an empty range"),
+        ("params:\n  train.lr: {low: 0, high: 0.1, log: true}\n", "a log range needs low > 0"),
+        ("params:\n  train.lr: {low: 0.1, hi: 0.2}\n", "unknown range key 'hi'"),
+        ("params:\n  train.lr: {low: a, high: 0.2}\n", "train.lr.low = 'a'"),
+        ("params:\n  train.lr: {low: 1, high: 8, step: 0}\n", "train.lr.step = 0"),
+        ("params:\n  train.lr: {low: 1.0e-4, high: 0.1, log: true, step: 0.1}\n", "both log and step"),
         ("params:\n  lr: [0.1]\n", "'lr' is not of the form section.key"),
         ("params:\n  train.lr: [0.1, 0.1]\n", "lists a value twice"),
         ("params:\n  train.lr: [0.1]\nmethod: grid\n", "unknown key 'method'"),
@@ -173,44 +179,6 @@ def test_sweep_report_refuses_a_test_metric_from_the_flag_and_from_the_library(t
     assert not any(tmp_path.iterdir())
 
 
-# ------------------------------------------------------------------------ choosing configurations
-
-SPACE = Sweep(params={"train.lr": [0.1, 0.01, 0.001], "model.activation": ["relu", "gelu"], "model.batch_norm": [True, False], "model.filters": [8, 16]})
-
-
-def test_grid_is_the_cartesian_product_in_file_order_last_key_fastest():
-    configs = grid(SPACE)
-    assert len(configs) == SPACE.size == 3 * 2 * 2 * 2
-    assert len({json.dumps(c) for c in configs}) == len(configs)
-    assert configs[0] == {"train.lr": 0.1, "model.activation": "relu", "model.batch_norm": True, "model.filters": 8}
-    assert configs[1]["model.filters"] == 16 and configs[-1]["train.lr"] == 0.001
-    assert all(list(c) == list(SPACE.params) for c in configs)
-
-
-def test_sample_is_seeded_distinct_and_drawn_from_the_grid():
-    full = [json.dumps(c) for c in grid(SPACE)]
-    picked = sample(SPACE, 10, seed=3)
-    keys = [json.dumps(c) for c in picked]
-    assert len(picked) == 10 and len(set(keys)) == 10 and set(keys) <= set(full)
-    assert sample(SPACE, 10, seed=3) == picked
-    assert sample(SPACE, 10, seed=4) != picked
-
-
-def test_sample_larger_than_the_grid_is_the_whole_grid_in_a_seeded_order(capsys):
-    picked = sample(SPACE, 100, seed=0)
-    assert sorted(json.dumps(c) for c in picked) == sorted(json.dumps(c) for c in grid(SPACE))
-    assert picked != grid(SPACE) and picked == sample(SPACE, 100, seed=0)
-    assert "the grid's 24 configurations" in capsys.readouterr().out
-    with pytest.raises(UserError, match="positive"):
-        sample(SPACE, 0)
-
-
-def test_sample_of_a_huge_grid_does_not_build_it():
-    huge = Sweep(params={f"s.k{i}": list(range(10)) for i in range(12)})  # 10^12 configurations
-    picked = sample(huge, 5, seed=1)
-    assert len({json.dumps(c) for c in picked}) == 5 and all(len(c) == 12 for c in picked)
-
-
 # ---------------------------------------------------------------------------------- -S values
 
 
@@ -234,23 +202,10 @@ def test_set_param_values_reject_what_cannot_be_written():
             format_value(bad)
 
 
-def test_queue_dry_run_prints_the_commands_and_runs_nothing(tmp_path, capsys):
-    configs = [{"train.lr": 1e-4, "model.batch_norm": False}, {"train.lr": 0.01, "model.batch_norm": True}]
-    cmds = queue_experiments(configs, repo=tmp_path, dry_run=True, name_prefix="lr", targets=["train_scratch"])
-    assert cmds[0] == ["dvc", "exp", "run", "--queue", "train_scratch", "-n", "lr-1",
-                       "-S", "train.lr=0.0001", "-S", "model.batch_norm=false"]
-    assert cmds[1][6] == "lr-2" and "train.lr=0.01" in cmds[1]
-    out = capsys.readouterr().out
-    assert "would queue 2/2: dvc exp run --queue train_scratch -n lr-2" in out
-    assert not any(tmp_path.iterdir())
-    assert "-n" not in queue_experiments(configs, repo=tmp_path, dry_run=True)[0]
-
-
-def test_queue_outside_a_dvc_repository_is_a_user_error(tmp_path, monkeypatch):
-    for key, value in tool_env().items():
-        monkeypatch.setenv(key, value)
-    with pytest.raises(UserError, match=r"failed with exit code .* after 0 queued"):
-        queue_experiments([{"train.lr": 0.1}], repo=tmp_path)
+def test_queue_command_names_the_experiment_and_sets_each_param():
+    cmd = queue_command({"train.lr": 1e-4, "model.batch_norm": False}, "s-t3", ["train_scratch"])
+    assert cmd == ["dvc", "exp", "run", "--queue", "train_scratch", "-n", "s-t3",
+                   "-S", "train.lr=0.0001", "-S", "model.batch_norm=false"]
 
 
 def test_the_cli_commands_parse(tmp_path, monkeypatch, capsys):
@@ -258,13 +213,13 @@ def test_the_cli_commands_parse(tmp_path, monkeypatch, capsys):
     add_sweep_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "report"])
     assert (args.metric, args.sweep, args.out, args.md, args.top, args.minimize) == (None, None, "plots/sweep", "reports/sweep.md", 10, False)
-    args = parser.parse_args(["sweep", "queue", str(REPO / "sweeps/scratch.yaml"), "--method", "random", "--n", "3", "--dry-run", "--name-prefix", "s"])
-    assert (args.method, args.n, args.seed, args.dry_run, args.name_prefix) == ("random", 3, 0, True, "s")
+    args = parser.parse_args(["sweep", "run", str(REPO / "sweeps/scratch.yaml"), "--jobs", "3", "--dry-run", "--study", "s"])
+    assert (args.sampler, args.pruner, args.trials, args.jobs, args.dry_run) == ("tpe", "hyperband", 20, 3, True)
     monkeypatch.chdir(tmp_path)
     args.func(args)
     out = capsys.readouterr().out
-    assert "a grid of 5184; queueing 3 (random) with targets train_scratch" in out
-    assert out.count("would queue") == 3 and "-n s-3" in out
+    assert out.count("would queue: dvc exp run --queue train_scratch -n s-t") == 3 and "-n s-t2 " in out
+    assert not any(tmp_path.iterdir())
 
 
 # ----------------------------------------------------------------------- the report, synthetic
@@ -383,14 +338,14 @@ def test_report_ranks_counts_skipped_runs_and_ranks_the_params(tmp_path):
     assert result["swept"] == ["model.activation", "model.batch_norm", "train.lr"]  # constant params are not swept
     rows = {r["param"]: r for r in result["importance"]}
     assert set(rows) == set(result["swept"])
-    assert result["importance"][0]["param"] == "train.lr" and rows["train.lr"]["rf_importance"] > 0.8
+    assert result["importance"][0]["param"] == "train.lr" and rows["train.lr"]["importance"] > 0.8
     assert rows["train.lr"]["spearman"] < -0.9 and rows["train.lr"]["kind"] == "numeric"
     assert rows["model.activation"]["kind"] == "categorical" and rows["model.batch_norm"]["kind"] == "boolean"
-    assert abs(sum(r["rf_importance"] for r in rows.values()) - 1.0) < 1e-6
+    assert abs(sum(r["importance"] for r in rows.values()) - 1.0) < 1e-6
     for name in ("metric_vs_created.png", "parallel_coordinates.png", "importance.png"):
         assert_png(out / name)
     csv = (out / "importance.csv").read_text().splitlines()
-    assert csv[0] == "param,kind,distinct_values,spearman,rf_importance" and csv[1].startswith("train.lr,numeric,3,-0.9")
+    assert csv[0] == "param,kind,distinct_values,spearman,importance" and csv[1].startswith("train.lr,numeric,3,-0.9")
     text = md.read_text()
     assert f"**{best['name']}**" in text and f"dvc exp apply {best['name']}" in text
     assert "24 used, 1 failed, 2 queued, 1 running, 1 finished without the metric" in text
@@ -464,152 +419,3 @@ def test_report_without_finished_experiments_or_without_the_metric_is_a_user_err
     with pytest.raises(UserError, match="FILE:KEY"):
         sweep_report(synthetic_sweep(), "accuracy", tmp_path / "p", tmp_path / "r.md")
     assert not (tmp_path / "r.md").exists()
-
-
-# ------------------------------------------------------------------------ a real queued sweep
-
-
-class QueueWatch(threading.Thread):
-    """Follows a running queue from a background thread, 4 times a second, noting for each
-    experiment when its log appears, when train_scratch starts, when its lock is written, and
-    when its result ref (refs/exps/.../NAME) is committed. Best effort for the log
-    part: its place (.dvc/tmp/exps/run/<task>/<task>.out) is DVC's internals."""
-
-    def __init__(self, repo: Path):
-        super().__init__(daemon=True)
-        self.repo, self.events, self.halt = repo, {}, threading.Event()
-
-    def note(self, name: str, event: str, now: float) -> None:
-        self.events.setdefault(name, {}).setdefault(event, now)
-
-    def poll(self) -> None:
-        now = time.monotonic()
-        for log in (self.repo / ".dvc/tmp/exps/run").glob("*/*.out"):
-            text = log.read_text(errors="replace")
-            found = re.match(r"Reproducing experiment '([^']+)'", text)
-            if not found:
-                continue
-            self.note(found.group(1), "log", now)
-            if "Running stage 'train_scratch'" in text:
-                self.note(found.group(1), "stages_start", now)
-            tail = text.split("Running stage 'train_scratch'", 1)
-            if len(tail) == 2 and "Updating lock file" in tail[1]:
-                self.note(found.group(1), "stages_end", now)
-        refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=self.repo,
-                              capture_output=True, text=True, check=False).stdout.split()
-        for ref in refs:
-            self.note(ref.rsplit("/", 1)[-1], "committed", now)
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            self.poll()
-            time.sleep(0.25)
-
-    def stage_seconds(self, names: list[str]) -> float | None:
-        spans = [self.events.get(n, {}) for n in names]
-        if not all("stages_start" in s and "stages_end" in s for s in spans):
-            return None
-        return sum(s["stages_end"] - s["stages_start"] for s in spans)
-
-
-def start_queue(repo: Path, log: Path) -> None:
-    """`dvc queue start -j 1`, its output to a file: the worker it detaches inherits stdout and
-    stderr, so with pipes (conftest.run) the call would only return once the queue is empty."""
-    with log.open("a") as out:
-        subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=tool_env(), stdout=out, stderr=out, check=True, timeout=120)
-
-
-def queue_statuses(repo: Path) -> dict[str, str]:
-    out = run(["dvc", "queue", "status"], repo).stdout
-    rows = [line.split() for line in out.splitlines()]  # task, name, created (06:22 PM), status
-    return {r[1]: r[-1] for r in rows if len(r) >= 5 and r[-1] in ("Queued", "Running", "Success", "Failed")}
-
-
-def wait_for(repo: Path, names: list[str], timeout: float = 600) -> dict[str, str]:
-    """Poll `dvc queue status` every 3 s (one call costs ~1 CPU-second) until ``names`` are done."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = queue_statuses(repo)
-        if all(status.get(n) in ("Success", "Failed") for n in names):
-            return status
-        time.sleep(3)
-    raise AssertionError(f"the queue did not finish {names} in {timeout:.0f} s: {queue_statuses(repo)}")
-
-
-@pytest.mark.e2e
-def test_a_queued_sweep_runs_only_the_scratch_stages_and_is_reported(tmp_path, monkeypatch, capsys, request):
-    """A sweep targeting train_scratch: its experiments train and validate, never evaluate on the
-    test split, and the report ranks them by validation accuracy."""
-    for key, value in tool_env().items():  # queue_experiments runs dvc from this process
-        monkeypatch.setenv(key, value)
-    repo = tmp_path / "project"
-    repo.mkdir()
-    copy_project(repo)
-    set_params(repo, TINY_PARAMS)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "project copy"], repo)
-    run(["dvc", "repro", "prepare"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "data stages"], repo)  # queued runs start from this commit's dvc.lock
-
-    sweep = load_sweep(write(tmp_path / "tiny.yaml", "targets: [train_scratch]\nparams:\n  train.lr: [1e-2, 1e-3, 1e-4]\n"))
-    assert sweep.metric == METRIC
-    queue_experiments(grid(sweep), repo=repo, name_prefix="lr", targets=sweep.targets)
-    names = ["lr-1", "lr-2", "lr-3"]
-    watch = QueueWatch(repo)
-    watch.start()
-    request.addfinalizer(watch.halt.set)
-    start = time.monotonic()
-    start_queue(repo, tmp_path / "queue.log")
-    status = wait_for(repo, names)
-    assert [status[n] for n in names] == ["Success"] * 3, status
-    wall = max(watch.events[n]["committed"] for n in names) - start
-
-    # One that fails: the stage rejects the activation (exit 2); the queue keeps its log.
-    queue_experiments([{"model.activation": "swish"}], repo=repo, name_prefix="bad", targets=sweep.targets)
-    start_queue(repo, tmp_path / "queue.log")
-    assert wait_for(repo, ["bad-1"])["bad-1"] == "Failed"
-
-    failed_log = run(["dvc", "queue", "logs", "bad-1"], repo).stdout
-    assert "model.activation = 'swish' is not allowed" in failed_log, failed_log
-
-    for name in names:
-        log = run(["dvc", "queue", "logs", name], repo).stdout
-        assert "Running stage 'train_scratch'" in log, log
-        for stage in ("download", "stratified_split", "prepare", "evaluate_scratch", "finetune", "evaluate_finetune", "compare"):
-            assert f"Running stage '{stage}'" not in log, log
-        assert "Stage 'download' didn't change, skipping" in log or "restored" in log, log
-
-    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    exps = {e.name: e for e in parse_exp_show(rows)}
-    assert {exps[n].status for n in names} == {"success"} and exps["bad-1"].status == "failed"
-    assert sorted(exps[n].params["train.lr"] for n in names) == [1e-4, 1e-3, 1e-2]
-    val = {n: exps[n].metrics["metrics/train_scratch.json"]["best_val_acc"] for n in names}
-    assert not any(exps[n].metrics.get("metrics/evaluate_scratch.json") for n in names)  # the test split untouched
-
-    monkeypatch.chdir(repo)  # the CLI's report runs `dvc exp show --json` in the cwd
-    parser = argparse.ArgumentParser(prog="inat-cnn")
-    add_sweep_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sweep", "report", "--sweep", str(tmp_path / "tiny.yaml")])
-    args.func(args)
-    out = capsys.readouterr().out
-    assert "3 experiments used, 1 failed, 0 queued, 0 running" in out and "best by validation accuracy" in out
-    for name in ("metric_vs_created.png", "parallel_coordinates.png", "importance.png"):
-        assert_png(repo / "plots/sweep" / name)
-    text = (repo / "reports/sweep.md").read_text()
-    best = re.search(r"dvc exp apply (lr-\d)", text)
-    assert best and f"**{best.group(1)}**" in text and "`bad-1`" in text
-    assert val[best.group(1)] == max(val.values()) and f"`dvc exp apply {best.group(1)}`, then `dvc repro`" in out
-    assert (repo / "plots/sweep/importance.csv").read_text().splitlines()[1].startswith("train.lr,numeric,3,")
-    run(["dvc", "queue", "stop"], repo, check=False)
-
-    stages = watch.stage_seconds(names)
-    with capsys.disabled():
-        print(f"\n3-experiment queue (dvc queue start -j 1 until the 3rd result is committed): {wall:.1f} s, {wall / 3:.1f} s each")
-        for name in names:
-            print(f"  {name}: " + ", ".join(f"{k} at {v - start:.1f} s" for k, v in watch.events.get(name, {}).items()))
-        if stages is not None:
-            print(f"  stage command train_scratch: {stages:.1f} s ({stages / wall:.0%}); "
-                  f"DVC (worker start, temp workspace, checkout, commit): {wall - stages:.1f} s ({1 - stages / wall:.0%})")
-        else:
-            print("  stage times unavailable: the queue's logs were not where this test looks (DVC internals)")

@@ -25,12 +25,14 @@ def _created(exps: Sequence[Experiment]) -> list[Any]:
 
 
 def plot_metric_vs_created(exps: Sequence[Experiment], metric: str, higher_is_better: bool, out_path: Path) -> None:
-    """The metric of each experiment against when DVC recorded it, with the best so far."""
+    """The metric of each experiment against when DVC recorded it (a study's: against the trial
+    number, the order Optuna created them in), with the best so far."""
     from matplotlib.figure import Figure
 
     from ..viz.canvas import save_png
 
-    x = _created(exps)
+    by_trial = all(e.trial is not None for e in exps)
+    x = [e.trial.number for e in exps] if by_trial else _created(exps)
     y = [e.value for e in exps]
     best = list(itertools.accumulate(y, max if higher_is_better else min))
     fig = Figure(figsize=(8, 4.5))
@@ -47,7 +49,7 @@ def plot_metric_vs_created(exps: Sequence[Experiment], metric: str, higher_is_be
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
         ax.set_xlabel("created (experiment commit time)")
     else:
-        ax.set_xlabel("experiment, in creation order")
+        ax.set_xlabel("trial number (creation order)" if by_trial else "experiment, in creation order")
     ax.set_ylabel(metric_label(metric))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=9)
@@ -117,18 +119,18 @@ def plot_parallel_coordinates(exps: Sequence[Experiment], columns: Sequence[Colu
 
 
 def plot_importance(rows: Sequence[dict[str, Any]], metric: str, out_path: Path) -> None:
-    """Two bar charts sharing the param axis: random-forest importance and Spearman correlation."""
+    """Two bar charts sharing the param axis: Optuna's fANOVA importance and Spearman correlation."""
     from matplotlib.figure import Figure
 
     from ..viz.canvas import save_png
 
     params = [r["param"] for r in rows][::-1]  # most important on top
-    imp = [r["rf_importance"] for r in rows][::-1]
+    imp = [r["importance"] for r in rows][::-1]
     rho = [r["spearman"] if r["spearman"] is not None else 0.0 for r in rows][::-1]
     fig = Figure(figsize=(9, max(2.6, 1.2 + 0.45 * len(rows))))
     left, right = fig.subplots(1, 2, sharey=True)
     left.barh(params, imp, color="tab:blue")
-    left.set_xlabel("random-forest importance")
+    left.set_xlabel("importance (Optuna fANOVA)")
     left.set_xlim(0, max(imp) * 1.1 if max(imp) > 0 else 1.0)  # all 0 when the metric is constant
     right.barh(params, rho, color=["tab:green" if r >= 0 else "tab:red" for r in rho])
     right.axvline(0, color="black", linewidth=0.8)
@@ -142,3 +144,31 @@ def plot_importance(rows: Sequence[dict[str, Any]], metric: str, out_path: Path)
     save_png(fig, out_path, f"parameter importance for {metric}")
 
 
+def plot_trial_curves(trials: Sequence[Any], label: str, out_path: Path) -> None:
+    """Every trial's reported value per epoch (its intermediate values): pruned trials in red,
+    ending where the pruner stopped them, finished ones in blue."""
+    from matplotlib.figure import Figure
+
+    from ..viz.canvas import save_png
+
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    shown = set()
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        if not steps:
+            continue
+        pruned = t.state.name == "PRUNED"
+        kind = "pruned" if pruned else t.state.name.lower()
+        ax.plot(steps, [t.intermediate_values[s] for s in steps], marker="o", markersize=3,
+                color="tab:red" if pruned else "tab:blue", alpha=0.8, label=None if kind in shown else kind)
+        shown.add(kind)
+        if pruned:
+            ax.annotate(f"t{t.number}", (steps[-1], t.intermediate_values[steps[-1]]), textcoords="offset points",
+                        xytext=(4, -8), fontsize=8, color="tab:red")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    if shown:
+        ax.legend(loc="best", fontsize=9)
+    save_png(fig, out_path, f"{label} per epoch ({len(trials)} trials, {sum(t.state.name == 'PRUNED' for t in trials)} pruned)")

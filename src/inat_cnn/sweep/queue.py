@@ -1,17 +1,16 @@
-"""Choosing a sweep's configurations and queueing them as DVC experiments.
+"""DVC's side of a sweep: queueing a configuration as an experiment, the queue's workers and state.
 
-:func:`grid` lists every combination of a :class:`~inat_cnn.sweep.spec.Sweep`, :func:`sample` a
-seeded subset of them, and :func:`queue_experiments` queues one ``dvc exp run --queue -S
-key=value ...`` per configuration (:func:`format_value` writes each value); ``dvc queue start``
-runs them. :func:`exp_show_json` reads the results back (``dvc exp show --json``) for the report.
+:func:`queue_experiment` queues one ``dvc exp run --queue -n NAME -S key=value ...``
+(:func:`format_value` writes each value), :func:`start_workers` runs ``dvc queue start``,
+:func:`queue_status` and :func:`experiment_refs` tell what became of each experiment, and
+:func:`exp_show_json` reads the results back (``dvc exp show --json``) for the report. Which
+configurations to try is Optuna's business (:mod:`.study`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import random
 import re
 import shlex
 import shutil
@@ -24,40 +23,8 @@ from typing import Any
 import yaml
 
 from ..core.errors import UserError
-from .spec import Sweep
 
 _PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
-
-
-# ------------------------------------------------------------------------ choosing configurations
-
-
-def _config_at(sweep: Sweep, index: int) -> dict[str, Any]:
-    """The ``index``-th configuration of :func:`grid` (mixed radix, the last key fastest)."""
-    config: dict[str, Any] = {}
-    for key, values in reversed(sweep.params.items()):
-        index, digit = divmod(index, len(values))
-        config[key] = values[digit]
-    return {key: config[key] for key in sweep.params}
-
-
-def grid(sweep: Sweep) -> list[dict[str, Any]]:
-    """Every combination, in a fixed order: the file's key order, the last key changing fastest."""
-    keys = list(sweep.params)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*sweep.params.values())]
-
-
-def sample(sweep: Sweep, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` distinct configurations of the grid, chosen with ``seed`` (W&B's ``method: random``
-    without repeats). With ``n`` at least the grid's size: the whole grid in a seeded order."""
-    if n < 1:
-        raise UserError(f"sweep: --n = {n}; expected a positive number of experiments")
-    size = sweep.size
-    if n >= size:
-        print(f"note: --n {n} >= the grid's {size} configurations: queueing the whole grid in a seeded order")
-        n = size
-    indices = random.Random(seed).sample(range(size), n)  # a range is never materialised
-    return [_config_at(sweep, i) for i in indices]
 
 
 # ------------------------------------------------------------------------------------- queueing
@@ -114,38 +81,71 @@ def queue_command(config: dict[str, Any], name: str | None = None, targets: Sequ
     return cmd
 
 
-def queue_experiments(
-    configs: Sequence[dict[str, Any]],
-    *,
-    repo: Path,
-    dry_run: bool = False,
-    name_prefix: str | None = None,
-    targets: Sequence[str] = (),
-) -> list[list[str]]:
-    """Queue one DVC experiment per configuration (named ``{name_prefix}-{i}``, i from 1, when a
-    prefix is given) and return the commands. ``dry_run`` prints them and runs nothing.
+def dvc(args: list[str], repo: Path, what: str, env: dict[str, str] | None = None) -> str:
+    """Run ``dvc ARGS`` in ``repo`` and return its stdout; a failure is a :class:`UserError` that
+    says ``what`` was being done and what dvc printed."""
+    proc = subprocess.run(_dvc(["dvc", *args]), cwd=repo, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        raise UserError(f"sweep: {what}: `{shlex.join(['dvc', *args])}` failed with exit code {proc.returncode}: "
+                        f"{(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
+
+
+def queue_experiment(config: dict[str, Any], *, repo: Path, name: str, targets: Sequence[str] = ()) -> list[str]:
+    """Queue one configuration as DVC experiment ``name`` (``dvc exp run --queue``); returns the command.
 
     Queued experiments run from the last commit plus the workspace's changes to tracked files;
     commit dvc.lock first so that unchanged stages (download, split) are skipped, not re-run.
     """
-    commands = [
-        queue_command(config, f"{name_prefix}-{i}" if name_prefix else None, targets)
-        for i, config in enumerate(configs, start=1)
-    ]
-    for i, cmd in enumerate(commands, start=1):
-        print(f"{'would queue' if dry_run else 'queueing'} {i}/{len(commands)}: {shlex.join(cmd)}", flush=True)
-        if dry_run:
-            continue
-        proc = subprocess.run(_dvc(cmd), cwd=repo, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise UserError(
-                f"sweep: `{shlex.join(cmd)}` failed with exit code {proc.returncode} after {i - 1} queued "
-                f"experiment(s):\n{(proc.stderr or proc.stdout).strip()}"
-            )
-    if commands and not dry_run:
-        print(f"queued {len(commands)} experiment(s); run them with `dvc queue start` (-j N for N at once), "
-              "follow with `dvc queue status`, then `inat-cnn sweep report`")
-    return commands
+    cmd = queue_command(config, name, targets)
+    dvc(cmd[1:], repo, f"queueing experiment {name}")
+    return cmd
+
+
+def start_workers(repo: Path, jobs: int, env: dict[str, str], log: Path) -> None:
+    """``dvc queue start -j jobs`` with ``env``, which the workers (and every stage they run)
+    inherit. A worker stops 10 s after the queue is empty, so this is called again after each
+    queueing; it starts only the missing ones. Its output goes to ``log``: the detached workers
+    keep the stdout they are given, and a pipe would block until they end."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        proc = subprocess.run(_dvc(["dvc", "queue", "start", "-j", str(jobs)]), cwd=repo, env=env, stdout=out,
+                              stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        raise UserError(f"sweep: `dvc queue start -j {jobs}` failed with exit code {proc.returncode}; see {log}")
+
+
+QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
+
+
+def queue_status(repo: Path) -> dict[str, str]:
+    """Experiment name -> Queued | Running | Success | Failed, from ``dvc queue status``."""
+    out = dvc(["queue", "status"], repo, "reading the queue")
+    rows = [line.split() for line in out.splitlines()]  # task, name, created (06:22 PM), status
+    return {r[1]: r[-1] for r in rows if len(r) >= 4 and r[-1] in QUEUE_STATES}
+
+
+def experiment_refs(repo: Path) -> dict[str, str]:
+    """Finished experiments: name -> commit, from git's ``refs/exps`` (``exp_show`` without dvc)."""
+    out = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], cwd=repo,
+                         capture_output=True, text=True, check=False).stdout
+    found = {}
+    for line in out.splitlines():
+        rev, _, ref = line.partition(" ")
+        if ref.count("/") >= 4:  # refs/exps/<2>/<38>/<name>; not refs/exps/exec/... nor the stash
+            found[ref.rsplit("/", 1)[-1]] = rev
+    return found
+
+
+def json_at(repo: Path, rev: str, path: str) -> Any:
+    """A JSON file of commit ``rev`` (an experiment's metrics file), or None where it is absent."""
+    proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return None
 
 
 # ------------------------------------------------------------------------------ reading results
@@ -153,10 +153,8 @@ def queue_experiments(
 
 def exp_show_json(repo: Path) -> list:
     """Run ``dvc exp show --json`` in ``repo`` and parse it."""
-    proc = subprocess.run(_dvc(["dvc", "exp", "show", "--json"]), cwd=repo, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise UserError(f"sweep report: `dvc exp show --json` failed:\n{(proc.stderr or proc.stdout).strip()}")
+    out = dvc(["exp", "show", "--json"], repo, "reading the experiments")
     try:
-        return json.loads(proc.stdout)
+        return json.loads(out)
     except json.JSONDecodeError as exc:
-        raise UserError(f"sweep report: `dvc exp show --json` printed something that is not JSON: {exc}") from exc
+        raise UserError(f"sweep: `dvc exp show --json` printed something that is not JSON: {exc}") from exc

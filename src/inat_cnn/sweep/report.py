@@ -18,7 +18,7 @@ from .results import (
     available_metrics, importance, metric_label, metric_value, parse_exp_show, refuse_test_metric,
     reported_test_metric, swept_columns, value_label,
 )
-from .figures import plot_importance, plot_metric_vs_created, plot_parallel_coordinates
+from .figures import plot_importance, plot_metric_vs_created, plot_parallel_coordinates, plot_trial_curves
 
 
 
@@ -47,6 +47,7 @@ def sweep_report(
     higher_is_better: bool = True,
     top: int = 10,
     seed: int = 0,
+    study: Any = None,
 ) -> dict[str, Any]:
     """Rank the finished experiments of ``dvc exp show --json`` by ``metric`` (FILE:KEY, a validation
     metric: one computed from the test split is a :class:`UserError`) and write
@@ -62,15 +63,27 @@ def sweep_report(
 
     An experiment that happens to carry the test accuracy of the same model (its evaluate stage
     ran) shows it in a column labelled as test accuracy; nothing is ranked or chosen by it.
+
+    With an Optuna ``study``, only its trials' experiments count (matched by name), in trial
+    order; pruned trials are counted and drawn (``trial_curves.png``, every trial's value per
+    epoch) but not ranked, and the report adds the study's trial counts and the epochs spent.
     """
     refuse_test_metric(metric, "sweep report: metric")
     out_dir, report_md = Path(out_dir), Path(report_md)
     exps = parse_exp_show(exp_show_json)
+    trials = study.get_trials(deepcopy=False) if study is not None else []
+    if study is not None:
+        by_name = {t.user_attrs.get("dvc_exp"): t for t in trials}
+        exps = [e for e in exps if e.name in by_name]
+        for e in exps:
+            e.trial = by_name[e.name]
     counts = {s: sum(e.status == s for e in exps) for s in ("success", "failed", "queued", "running")}
-    finished = [e for e in exps if e.status == "success"]
+    pruned = [e for e in exps if e.status == "success" and e.trial is not None and e.trial.state.name == "PRUNED"]
+    finished = [e for e in exps if e.status == "success" and e not in pruned]
     for e in finished:
         e.value = metric_value(e, metric)
-    used = sorted((e for e in finished if e.value is not None), key=lambda e: (e.timestamp or "", e.name))
+    used = sorted((e for e in finished if e.value is not None),
+                  key=lambda e: (e.trial.number, "") if e.trial is not None else (e.timestamp or "", e.name))
     without = [e for e in finished if e.value is None]
     if not used:
         if without:
@@ -97,14 +110,17 @@ def sweep_report(
     plot_metric_vs_created(used, metric, higher_is_better, out_dir / "metric_vs_created.png")
     plot_parallel_coordinates(used, columns, metric, out_dir / "parallel_coordinates.png")
     figures = ["metric_vs_created.png", "parallel_coordinates.png"]
-    csv = ["param,kind,distinct_values,spearman,rf_importance"]
-    csv += [f"{r['param']},{r['kind']},{r['distinct_values']},{'' if r['spearman'] is None else r['spearman']},{r['rf_importance']}" for r in rows]
+    csv = ["param,kind,distinct_values,spearman,importance"]
+    csv += [f"{r['param']},{r['kind']},{r['distinct_values']},{'' if r['spearman'] is None else r['spearman']},{r['importance']}" for r in rows]
     write_text(out_dir / "importance.csv", "\n".join(csv) + "\n")
     if rows:
         plot_importance(rows, metric, out_dir / "importance.png")
         figures.append("importance.png")
     elif (out_dir / "importance.png").exists():
         (out_dir / "importance.png").unlink()  # a stale figure from an earlier, larger sweep
+    if trials:
+        plot_trial_curves(trials, metric_label(metric), out_dir / "trial_curves.png")
+        figures.append("trial_curves.png")
 
     swept = [c.key for c in columns]
     label = metric_label(metric)
@@ -124,6 +140,9 @@ def sweep_report(
     ]
     if failed:
         md += ["", "Failed (see `dvc queue logs NAME`): " + ", ".join(f"`{n}`" for n in failed)]
+    study_facts = _study_facts(study, trials, exps) if study is not None else {}
+    if study_facts:
+        md += ["", f"## Study `{study.study_name}`", "", *study_facts["lines"]]
     ties = [e.name for e in ranked[1:] if e.value == best.value]
     tied = f" (tied with {', '.join(ties)}; the earliest is shown)" if ties else ""
     md += ["", f"## Best configuration (by {label})", "", f"**{best.name}**: {label} = {best.value:.4g}{tied}", ""]
@@ -145,16 +164,17 @@ def sweep_report(
     md += ["", "## Parameter importance", ""]
     if rows:
         md += [
-            _table(["param", "kind", "values", "Spearman ρ", "RF importance"],
+            _table(["param", "kind", "values", "Spearman ρ", "importance (fANOVA)"],
                    [(r["param"], r["kind"], r["distinct_values"], "n/a" if r["spearman"] is None else f"{r['spearman']:+.3f}",
-                     f"{r['rf_importance']:.3f}")
+                     f"{r['importance']:.3f}")
                     for r in rows]),
             "",
             (
                 f"Spearman ρ: rank correlation of the param with {label} (a categorical param is coded by "
                 "order of first appearance, so only |ρ| means something there; n/a where the metric is constant). "
-                "RF importance: a seeded random forest's impurity importance, summed over a categorical "
-                "param's one-hot columns; they add up to 1 (all 0 when the metric is constant)."
+                "Importance: Optuna's fANOVA evaluator (the share of the metric's variance each param "
+                "explains, from a seeded random forest over the finished trials); they add up to 1 (all 0 "
+                "when the metric is constant)."
             ),
         ]
         if len({e.value for e in used}) == 1:
@@ -178,6 +198,27 @@ def sweep_report(
         "importance": rows,
         "figures": [str(out_dir / f) for f in figures],
         "report": str(report_md),
+        "pruned": len(pruned),
+        **{k: v for k, v in study_facts.items() if k != "lines"},
     }
+
+
+def _study_facts(study: Any, trials: Sequence[Any], exps: Sequence[Any]) -> dict[str, Any]:
+    """The study's trial counts by state, the epochs its trials spent and the trials whose
+    experiment is not in this clone (``dvc exp pull`` brings them)."""
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    epochs = sum(int(t.user_attrs.get("epochs_run") or len(t.intermediate_values)) for t in trials)
+    here = {e.name for e in exps}
+    absent = [t.user_attrs.get("dvc_exp") for t in trials if t.user_attrs.get("dvc_exp") not in here]
+    lines = [
+        f"Trials: {len(trials)} ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}); "
+        f"epochs spent: {epochs} (a pruned trial stops early).",
+    ]
+    if absent:
+        lines += ["", f"Not in this clone's experiments ({len(absent)}; `dvc exp pull origin` brings them): "
+                  + ", ".join(f"`{n}`" for n in absent if n)]
+    return {"trials": len(trials), "states": states, "epochs": epochs, "absent": absent, "lines": lines}
 
 

@@ -2,7 +2,7 @@
 
 :func:`parse_exp_show` turns DVC's JSON into :class:`Experiment` rows (finished, failed, queued or
 running); :func:`swept_columns` finds the params that vary; :func:`importance` gives each one's
-Spearman correlation with the metric and a random-forest importance, as W&B's panel does.
+Spearman correlation with the metric and Optuna's fANOVA importance.
 
 The test set decides nothing: a sweep ranks by a validation metric (:data:`DEFAULT_METRIC`, the
 best epoch's validation accuracy), and :func:`refuse_test_metric` rejects a metric from a file
@@ -108,6 +108,7 @@ class Experiment:
     params: dict[str, Any]
     metrics: dict[str, Any]
     value: float | None = None  # the ranked metric, once looked up
+    trial: Any = None  # the Optuna trial (a FrozenTrial) this experiment ran, in a study's report
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -228,13 +229,6 @@ class Column:
             return np.asarray(self.values, dtype=float)
         return np.asarray([self.levels.index(hashable(v)) for v in self.values], dtype=float)
 
-    def design(self) -> tuple[np.ndarray, list[str]]:
-        """Columns for the random forest: the value, 0/1, or one-hot (one column per level)."""
-        if self.kind != "categorical":
-            return self.ordinal()[:, None], [self.key]
-        codes = self.ordinal().astype(int)
-        return np.eye(len(self.levels))[codes], [f"{self.key}={value_label(level)}" for level in self.levels]
-
 
 def swept_columns(exps: Sequence[Experiment], keys: Sequence[str] | None = None) -> list[Column]:
     """The params that vary across ``exps`` (restricted to ``keys``, in their order, when given)."""
@@ -248,29 +242,37 @@ def swept_columns(exps: Sequence[Experiment], keys: Sequence[str] | None = None)
 
 
 def importance(columns: Sequence[Column], y: np.ndarray, seed: int = 0) -> list[dict[str, Any]]:
-    """Per swept param: the Spearman rank correlation with the metric and a random-forest
-    importance (impurity decrease, summed over a categorical param's one-hot columns), sorted by
-    importance. Spearman is None where it is undefined (the metric or the param is constant)."""
+    """Per swept param: the Spearman rank correlation with the metric and Optuna's fANOVA importance
+    (the share of the metric's variance a param explains, from a seeded random forest over the
+    trials), sorted by importance. The experiments are given to Optuna as trials of an in-memory
+    study, so a study's trials and experiments queued by hand are ranked the same way. Spearman is
+    None where it is undefined (the metric or the param is constant); every importance is 0 when
+    the metric is constant."""
+    import optuna
     from scipy.stats import spearmanr
-    from sklearn.ensemble import RandomForestRegressor
 
-    blocks = [c.design()[0] for c in columns]
-    forest = RandomForestRegressor(n_estimators=200, random_state=seed).fit(np.hstack(blocks), y)
-    per_column = forest.feature_importances_
-    rows, start = [], 0
-    for column, block in zip(columns, blocks):
-        share = float(per_column[start:start + block.shape[1]].sum())
-        start += block.shape[1]
+    space = {c.key: optuna.distributions.FloatDistribution(min(c.values), max(c.values)) if c.kind == "numeric"
+             else optuna.distributions.CategoricalDistribution([hashable(v) for v in c.levels]) for c in columns}
+    shares = dict.fromkeys(space, 0.0)
+    if len(set(y.tolist())) > 1:
+        study = optuna.create_study()
+        study.add_trials([
+            optuna.trial.create_trial(params={c.key: hashable(c.values[i]) for c in columns}, distributions=space, value=float(v))
+            for i, v in enumerate(y)
+        ])
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+        shares.update(optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True))
+    rows = []
+    for column in columns:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConstantInputWarning: reported as None
             rho = spearmanr(column.ordinal(), y).statistic
+        share = float(shares[column.key])
         rows.append({
             "param": column.key,
             "kind": column.kind,
             "distinct_values": len(set(map(hashable, column.values))),
             "spearman": None if rho is None or not math.isfinite(rho) else float(rho),
-            "rf_importance": share if math.isfinite(share) else 0.0,
+            "importance": share if math.isfinite(share) else 0.0,
         })
-    return sorted(rows, key=lambda r: -r["rf_importance"])
-
-
+    return sorted(rows, key=lambda r: -r["importance"])

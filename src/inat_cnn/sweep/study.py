@@ -1,0 +1,390 @@
+"""Optuna proposes, DVC's queue runs: the study driver behind ``inat-cnn sweep run``.
+
+An Optuna study (in an Optuna storage: by default the git-ignored SQLite file
+:data:`DEFAULT_STORAGE` of the repository, or a PostgreSQL URL shared by several machines) asks
+for configurations with one of :data:`SAMPLERS`; each trial becomes the DVC experiment
+``<study>-t<number>`` (``dvc exp run --queue -S ...``), run by ``dvc queue start -j J`` workers
+that inherit the study's storage and name (:mod:`.pruning`), so the training loop reports every
+epoch and the pruner can stop it. When the experiment is committed, its validation metric is told
+back (a pruned run as a pruned trial; a failed run as a failed trial, and the study goes on).
+
+A killed driver started again with the same study resumes: the trials this clone left running
+are collected when their experiment finished, followed while it is queued or running, and queued
+again when DVC never heard of it; ``--trials N`` counts every trial of the study (all machines),
+so nothing is run twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import UserError
+from .pruning import (
+    EPOCH_KEY_ATTR, PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, make_pruner, open_storage, quiet_optuna, trial_name,
+)
+from .queue import dvc, experiment_refs, json_at, queue_command, queue_experiment, queue_status, start_workers
+from .results import parse_metric, reported_test_metric
+from .spec import Range, Sweep
+
+SAMPLERS = ("tpe", "random", "grid")
+DEFAULT_STORAGE = ".optuna/sweeps.db"
+"""The default storage, relative to the repository root (git-ignored)."""
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_PRIMITIVE = (type(None), bool, int, float, str)
+
+
+def default_storage_url(repo: Path) -> str:
+    """``sqlite:////abs/path/.optuna/sweeps.db``: absolute, so the queue's workers (in temporary
+    copies of the repository) reach the same file."""
+    return f"sqlite:///{(Path(repo).resolve() / DEFAULT_STORAGE).as_posix()}"
+
+
+def check_study_name(name: str, where: str = "--study") -> str:
+    """A study name that fits in a DVC experiment name (a git ref)."""
+    if not _STUDY_NAME.fullmatch(name or "") or name.endswith((".", ".lock")) or ".." in name:
+        raise UserError(f"{where} = {name!r}; use letters, digits, '_', '-' and '.' (at most 64), e.g. scratch")
+    return name
+
+
+# ------------------------------------------------------------------------------- search space
+
+
+def _choice(value: Any) -> Any:
+    """A categorical value as Optuna stores it: lists (per-block filters) as JSON text."""
+    return value if isinstance(value, _PRIMITIVE) else json.dumps(value)
+
+
+def distributions(sweep: Sweep) -> dict[str, Any]:
+    """The sweep's search space as Optuna distributions, in the file's key order."""
+    import optuna.distributions as d
+
+    space = {}
+    for key, values in sweep.params.items():
+        if isinstance(values, Range):
+            if values.is_int:
+                space[key] = d.IntDistribution(int(values.low), int(values.high), log=values.log, step=int(values.step or 1))
+            else:
+                space[key] = d.FloatDistribution(float(values.low), float(values.high), log=values.log, step=values.step)
+        else:
+            space[key] = d.CategoricalDistribution([_choice(v) for v in values])
+    return space
+
+
+def config_of(sweep: Sweep, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's params as ``-S`` values (JSON-coded categorical values decoded)."""
+    config = {}
+    for key, values in sweep.params.items():
+        value = params[key]
+        if isinstance(values, list) and isinstance(value, str) and value not in values:
+            value = json.loads(value)
+        config[key] = value
+    return config
+
+
+def make_sampler(name: str, sweep: Sweep, seed: int | None, startup_trials: int = 10) -> Any:
+    """TPE (with ``constant_liar``: the J trials in flight count as bad guesses, so parallel
+    workers do not all try the same region), random, or grid (every combination once)."""
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup_trials)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return _AskTellGrid({k: [_choice(v) for v in vs] for k, vs in sweep.grid().items()}, seed=seed)
+    raise UserError(f"--sampler = {name!r}; expected one of {', '.join(SAMPLERS)}")
+
+
+def _ask_tell_grid() -> type:
+    import optuna
+
+    class AskTellGrid(optuna.samplers.GridSampler):
+        """Optuna's grid sampler without its ``study.stop()`` once the grid is used up, which only
+        works inside ``study.optimize``: the driver stops at ``--trials``, capped at the grid's size."""
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            return None
+
+    return AskTellGrid
+
+
+def _AskTellGrid(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - a class made on first use (Optuna's import is lazy)
+    return _ask_tell_grid()(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------- the study
+
+
+def connect(url: str) -> Any:
+    """The Optuna storage at ``url``; one line naming the URL when it cannot be opened or reached."""
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(url)
+        storage.get_all_studies()  # a round trip: an unreachable server fails here
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy, drivers, sockets: all one message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--storage {url}: cannot open the Optuna storage ({type(exc).__name__}: {first}); "
+                        "check the URL, the server and its driver (postgresql needs psycopg2)") from None
+    return storage
+
+
+def _space_attr(sweep: Sweep) -> str:
+    return json.dumps({k: (v if isinstance(v, list) else v.__dict__) for k, v in sweep.params.items()}, sort_keys=True, default=str)
+
+
+def epoch_key(metric: str) -> str:
+    """The training loop's epoch row key that goes with a ranking metric (what a trial reports)."""
+    key = parse_metric(metric)[1]
+    return "val_loss" if "loss" in key else "val_acc"
+
+
+def open_study(sweep: Sweep, name: str, storage: Any, *, sampler: Any, pruner: str) -> Any:
+    """Create or load study ``name`` for ``sweep``; a study created from another search space or
+    goal is refused (one study, one question)."""
+    import optuna
+
+    direction = "maximize" if sweep.goal == "maximize" else "minimize"
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=make_pruner(pruner),
+                                direction=direction, load_if_exists=True)
+    attrs = study.user_attrs
+    space = _space_attr(sweep)
+    if "space" in attrs and (attrs["space"] != space or attrs.get("metric") != sweep.metric
+                             or study.direction.name.lower() != direction):
+        raise UserError(f"--study {name}: this study was created from another search space, metric or goal "
+                        f"({attrs.get('sweep_file')}); give a new --study name (or the same sweep file)")
+    for key, value in {"space": space, "metric": sweep.metric, "targets": list(sweep.targets),
+                       "sweep_file": str(sweep.path or ""), PRUNER_ATTR: pruner,
+                       EPOCH_KEY_ATTR: epoch_key(sweep.metric)}.items():
+        if attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    return study
+
+
+def check_params_known(sweep: Sweep, repo: Path) -> None:
+    """Every swept key is a param of the pipeline (as DVC reads them: ``dvc params diff --all``)."""
+    known: set[str] = set()
+    for file, params in json.loads(dvc(["params", "diff", "--all", "--json"], repo, "reading the pipeline's params") or "{}").items():
+        known.update(params if file == "params.yaml" else (f"{file}:{k}" for k in params))
+    for key in sweep.params:
+        if known and key not in known:
+            close = sorted(k for k in known if k.split(".")[-1] == key.split(".")[-1])
+            raise UserError(f"{sweep.path}: params key {key!r} is not a param of this pipeline (dvc.yaml / params.yaml)"
+                            + (f"; did you mean {close[0]}?" if close else ""))
+
+
+# ------------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class RunSummary:
+    study: str
+    storage: str
+    told: dict[str, int] = field(default_factory=dict)  # COMPLETE / PRUNED / FAIL -> count, this run
+    requeued: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # experiments this run queued
+
+
+def _me(repo: Path) -> str:
+    return f"{socket.gethostname()}:{Path(repo).resolve()}"
+
+
+class Driver:
+    """Keeps ``jobs`` trials in flight until the study holds ``trials`` finished ones."""
+
+    def __init__(self, study: Any, storage: Any, sweep: Sweep, repo: Path, storage_url: str, *, jobs: int,
+                 poll_s: float = 2.0, status_every_s: float = 6.0) -> None:
+        self.study, self.storage, self.sweep, self.repo, self.jobs = study, storage, sweep, Path(repo), jobs
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.poll_s, self.status_every_s = poll_s, status_every_s
+        self.me = _me(repo)
+        self.env = dict(os.environ, **{STORAGE_ENV: storage_url, STUDY_ENV: study.study_name})
+        self.log = self.repo / ".dvc/tmp/inat-cnn-sweep-queue.log"
+        self.in_flight: dict[int, str] = {}  # trial number -> experiment name
+        self.summary = RunSummary(study.study_name, storage_url)
+
+    # -- resuming
+
+    def adopt(self) -> None:
+        """This clone's running trials, left by an earlier driver: followed, collected or re-queued."""
+        import optuna
+
+        mine = [t for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                if t.user_attrs.get("dvc_repo") == self.me]
+        if not mine:
+            return
+        refs, status = experiment_refs(self.repo), queue_status(self.repo)
+        for t in mine:
+            name = trial_name(self.study.study_name, t.number)
+            self.in_flight[t.number] = name
+            if name in refs or status.get(name) in ("Queued", "Running", "Failed", "Success"):
+                print(f"resuming: trial {t.number} ({name}) is {'finished' if name in refs else status[name].lower()}", flush=True)
+                continue
+            print(f"resuming: trial {t.number} ({name}) was never queued or its queue entry is gone: queueing it again", flush=True)
+            queue_experiment(config_of(self.sweep, t.params), repo=self.repo, name=name, targets=self.sweep.targets)
+            self.summary.requeued.append(name)
+
+    # -- asking and telling
+
+    def ask(self) -> None:
+        trial = self.study.ask(distributions(self.sweep))
+        name = trial_name(self.study.study_name, trial.number)
+        trial.set_user_attr("dvc_exp", name)
+        trial.set_user_attr("dvc_repo", self.me)
+        self.in_flight[trial.number] = name
+        config = config_of(self.sweep, trial.params)
+        try:
+            cmd = queue_experiment(config, repo=self.repo, name=name, targets=self.sweep.targets)
+        except UserError:
+            self.study.tell(trial.number, state=_state("FAIL"))
+            del self.in_flight[trial.number]
+            raise
+        self.summary.names.append(name)
+        print(f"trial {trial.number}: queued {' '.join(cmd[5:])}", flush=True)
+
+    def tell(self, number: int, state: str, value: float | None = None, **attrs: Any) -> None:
+        name = self.in_flight.pop(number)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        for key, val in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, val)
+        self.study.tell(number, value if state == "COMPLETE" else None, state=_state(state))
+        self.summary.told[state] = self.summary.told.get(state, 0) + 1
+        shown = f" = {value:.4g}" if value is not None and state != "FAIL" else ""
+        print(f"trial {number} ({name}): {state.lower()}{shown}" + (f" after epoch {attrs['pruned_after_epoch']}" if state == "PRUNED" else ""),
+              flush=True)
+
+    def collect(self, number: int, rev: str) -> None:
+        """An experiment DVC committed: its metric told back (pruned or complete)."""
+        file, key = parse_metric(self.sweep.metric)
+        data = json_at(self.repo, rev, file)
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        value = float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node) else None
+        epochs = data.get("epochs_run") if isinstance(data, dict) else None
+        pruned = data.get("pruned_after_epoch") if isinstance(data, dict) else None
+        attrs = {"dvc_rev": rev, "epochs_run": epochs}
+        if pruned is not None:
+            self.tell(number, "PRUNED", value, pruned_after_epoch=pruned, **attrs)
+        elif value is None:
+            self.tell(number, "FAIL", fail_reason=f"the experiment has no {self.sweep.metric}", **attrs)
+        else:
+            self.tell(number, "COMPLETE", value, **attrs)
+
+    def poll(self, with_status: bool) -> None:
+        refs = experiment_refs(self.repo)
+        for number, name in list(self.in_flight.items()):
+            if name in refs:
+                self.collect(number, refs[name])
+        if with_status and self.in_flight:
+            status = queue_status(self.repo)
+            for number, name in list(self.in_flight.items()):
+                if status.get(name) == "Failed":
+                    self.tell(number, "FAIL", fail_reason=f"the experiment failed: dvc queue logs {name}")
+
+    def count(self) -> int:
+        return len(self.study.get_trials(deepcopy=False))
+
+    def run(self, trials: int) -> RunSummary:
+        self.adopt()
+        started = False
+        last_status = 0.0
+        while True:
+            queued = False
+            while len(self.in_flight) < self.jobs and self.count() < trials:
+                self.ask()
+                queued = True
+            if queued or (self.in_flight and not started):
+                start_workers(self.repo, self.jobs, self.env, self.log)
+                started = True
+            if not self.in_flight:
+                return self.summary
+            time.sleep(self.poll_s)
+            now = time.monotonic()
+            with_status = now - last_status >= self.status_every_s
+            if with_status:
+                last_status = now
+            self.poll(with_status)
+
+
+def _state(name: str) -> Any:
+    import optuna
+
+    return getattr(optuna.trial.TrialState, name)
+
+
+def run_sweep(sweep: Sweep, *, repo: Path, study_name: str, storage_url: str | None, trials: int, jobs: int,
+              sampler: str = "tpe", pruner: str = "hyperband", seed: int | None = None, startup_trials: int = 10,
+              poll_s: float = 2.0) -> tuple[Any, RunSummary]:
+    """Run (or resume) ``study_name`` until it holds ``trials`` trials, ``jobs`` at a time. Every
+    input is checked (study name, numbers, sampler, pruner, the storage, the swept keys) before
+    anything is queued."""
+    check_study_name(study_name)
+    if trials < 1 or jobs < 1:
+        raise UserError(f"--trials {trials} --jobs {jobs}: both must be positive")
+    make_pruner(pruner)
+    built = make_sampler(sampler, sweep, seed, startup_trials)
+    if sampler == "grid" and trials > sweep.size:
+        print(f"note: --trials {trials} > the grid's {sweep.size} configurations: running the grid once")
+        trials = int(sweep.size)
+    url = storage_url or default_storage_url(repo)
+    storage = connect(url)
+    check_params_known(sweep, repo)
+    study = open_study(sweep, study_name, storage, sampler=built, pruner=pruner)
+    print(f"study {study_name} at {url}: {len(study.trials)} trial(s) so far; up to {trials}, {jobs} at a time "
+          f"({sampler} sampler, {pruner} pruner)", flush=True)
+    driver = Driver(study, storage, sweep, repo, url, jobs=jobs, poll_s=poll_s)
+    return study, driver.run(trials)
+
+
+def dry_run(sweep: Sweep, *, study_name: str, jobs: int, sampler: str, seed: int | None) -> list[list[str]]:
+    """The first ``jobs`` commands the sampler would queue (an in-memory study; nothing is queued)."""
+    optuna = quiet_optuna()
+
+    check_study_name(study_name)
+    study = optuna.create_study(sampler=make_sampler(sampler, sweep, seed), direction="maximize" if sweep.goal == "maximize" else "minimize")
+    cmds = []
+    for _ in range(jobs):
+        trial = study.ask(distributions(sweep))
+        cmds.append(queue_command(config_of(sweep, trial.params), trial_name(study_name, trial.number), sweep.targets))
+    return cmds
+
+
+def evaluate_best(study: Any, repo: Path) -> dict[str, Any]:
+    """Apply the study's best trial (``dvc exp apply``) and run its evaluate stage (``dvc repro``):
+    the test set, once per study; the result is recorded in the study."""
+    done = study.user_attrs.get("test_evaluation")
+    if done:
+        raise UserError(f"study {study.study_name}: trial {done['trial']} ({done['exp']}) was already evaluated on the "
+                        f"test set (accuracy {done['test_accuracy']:.4g}); the test set is measured once per study")
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise UserError(f"study {study.study_name}: no completed trial yet; run `inat-cnn sweep run` first") from None
+    name = best.user_attrs.get("dvc_exp") or trial_name(study.study_name, best.number)
+    test_metric = reported_test_metric(study.user_attrs.get("metric", ""))
+    if test_metric is None:
+        raise UserError(f"study {study.study_name}: its metric {study.user_attrs.get('metric')!r} names no training stage")
+    file, key = parse_metric(test_metric)
+    stage = Path(file).stem
+    try:
+        dvc(["exp", "apply", name], repo, f"applying {name} (run `dvc exp pull origin` first if it ran elsewhere)")
+    except UserError as exc:
+        if "Checkout failed" not in str(exc):
+            raise
+        # outputs of stages that never ran here (a sweep of train_scratch alone): `dvc repro` below
+        # restores or re-runs whatever the evaluate stage needs
+        print(f"note: `dvc exp apply {name}` could not check out the outputs of stages that never ran here", flush=True)
+    dvc(["repro", stage], repo, f"evaluating {name} on the test set")
+    data = json.loads((Path(repo) / file).read_text())
+    result = {"trial": best.number, "exp": name, "val": best.value, "test_accuracy": float(data[key]), "stage": stage}
+    study.set_user_attr("test_evaluation", result)
+    return result

@@ -1,0 +1,245 @@
+"""Optuna proposes, DVC's queue runs: search spaces, samplers, the pruning hook, the study report,
+and real studies whose trials are real DVC experiments run by a real queue (tiny params)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import TINY_PARAMS, copy_project, run, set_params, tool_env
+from test_sweep import BASE, assert_png, experiment, exp_show, params_with
+
+from inat_cnn.core.errors import UserError
+from inat_cnn.sweep.pruning import STORAGE_ENV, STUDY_ENV, epoch_hook_from_env, make_pruner, trial_name, trial_number
+from inat_cnn.sweep.report import sweep_report
+from inat_cnn.sweep.results import parse_exp_show
+from inat_cnn.sweep.spec import load_sweep
+from inat_cnn.sweep.study import (
+    config_of, connect, default_storage_url, distributions, dry_run, evaluate_best, make_sampler, run_sweep,
+)
+
+METRIC = "metrics/train_scratch.json:best_val_acc"
+
+
+def sweep_file(tmp_path: Path, params: str, name: str = "tiny.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(f"targets: [train_scratch]\nparams:\n{params}")
+    return path
+
+
+# ------------------------------------------------------------------------------- search spaces
+
+
+def test_ranges_become_optuna_distributions_and_lists_stay_categorical(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, "  train.lr: {low: 1e-5, high: 1.0e-2, log: true}\n"
+                                            "  model.dense_units: {low: 16, high: 64, step: 16}\n"
+                                            "  model.filters: [8, [8, 16, 32]]\n  model.activation: [relu, gelu]\n"))
+    space = distributions(sweep)
+    assert space["train.lr"] == optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)
+    assert space["model.dense_units"] == optuna.distributions.IntDistribution(16, 64, step=16)
+    assert sweep.params["model.dense_units"].values() == [16, 32, 48, 64]
+    params = {"train.lr": 1e-3, "model.dense_units": 32, "model.filters": "[8, 16, 32]", "model.activation": "gelu"}
+    assert config_of(sweep, params)["model.filters"] == [8, 16, 32]  # a list value round-trips through Optuna
+    with pytest.raises(UserError, match=r"tiny.yaml: train.lr is a continuous range; a grid needs"):
+        make_sampler("grid", sweep, 0)
+
+
+def test_one_code_path_for_every_sampler_grid_covers_the_grid_once(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, "  train.lr: [0.1, 0.01, 0.001]\n  model.dense_units: {low: 16, high: 32, step: 16}\n"))
+    cmds = dry_run(sweep, study_name="g", jobs=6, sampler="grid", seed=0)
+    configs = {tuple(c[c.index("-S"):]) for c in cmds}
+    assert len(configs) == 6 and [c[6] for c in cmds] == [f"g-t{i}" for i in range(6)]
+    assert dry_run(sweep, study_name="r", jobs=4, sampler="random", seed=1) == dry_run(sweep, study_name="r", jobs=4, sampler="random", seed=1)
+    tpe = make_sampler("tpe", sweep, 0)
+    assert isinstance(tpe, optuna.samplers.TPESampler) and tpe._constant_liar
+
+
+def test_trial_names_carry_the_study_and_the_number():
+    assert trial_name("scratch", 7) == "scratch-t7"
+    assert trial_number("scratch-t7", "scratch") == 7
+    assert trial_number("scratch-t7", "scr") is None and trial_number("exp-1a2b3", "scratch") is None
+    with pytest.raises(UserError, match=r"--pruner = 'fast'"):
+        make_pruner("fast")
+
+
+@pytest.mark.parametrize("url", ["nosuchdb://x/y", "postgresql://nobody@127.0.0.1:1/optuna"])
+def test_a_storage_that_cannot_be_reached_is_one_line(url):
+    with pytest.raises(UserError, match=r"^--storage " + url.replace(".", r"\.") + r": cannot open the Optuna storage") as info:
+        connect(url)
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------- the pruning hook
+
+
+def test_pruning_is_off_outside_a_sweep_and_on_for_a_trial_of_the_study(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/s.db"
+    assert epoch_hook_from_env({}) is None
+    assert epoch_hook_from_env({STORAGE_ENV: url, STUDY_ENV: "s", "DVC_EXP_NAME": "exp-12345"}) is None  # not a trial
+    study = optuna.create_study(study_name="s", storage=connect(url), direction="maximize")
+    study.set_user_attr("pruner", "below:0.5")
+    study.set_user_attr("epoch_key", "val_acc")
+    trial = study.ask()
+    hook = epoch_hook_from_env({STORAGE_ENV: url, STUDY_ENV: "s", "DVC_EXP_NAME": trial_name("s", trial.number)})
+    assert hook is not None
+    assert hook({"epoch": 1, "val_acc": 0.8, "val_loss": 1.0}) is False
+    assert hook({"epoch": 2, "val_acc": 0.3, "val_loss": 1.2}) is True
+    assert study.trials[0].intermediate_values == {1: 0.8, 2: 0.3}
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert hook({"epoch": 3, "val_acc": 0.3}) is False  # told already: training goes on, never a failure
+    assert "could not report epoch 3" in capsys.readouterr().out
+    gone = epoch_hook_from_env({STORAGE_ENV: f"sqlite:///{tmp_path}/none.db", STUDY_ENV: "s", "DVC_EXP_NAME": "s-t0"})
+    assert gone is None and "pruning off" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- the study report
+
+
+def test_the_report_of_a_study_ranks_complete_trials_and_draws_the_pruned_curves(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    space = {"train.lr": optuna.distributions.CategoricalDistribution([0.1, 0.01, 0.001])}
+    runs = []
+    for i, (lr, acc, state) in enumerate([(0.1, 0.4, "COMPLETE"), (0.01, 0.6, "COMPLETE"), (0.001, 0.9, "COMPLETE"),
+                                          (0.1, 0.95, "PRUNED")]):
+        name = f"st-t{i}"
+        study.add_trial(optuna.trial.create_trial(
+            params={"train.lr": lr}, distributions=space, value=acc if state == "COMPLETE" else None,
+            state=getattr(optuna.trial.TrialState, state), intermediate_values={1: acc - 0.1, 2: acc} if state == "COMPLETE" else {1: acc},
+            user_attrs={"dvc_exp": name, "epochs_run": 2 if state == "COMPLETE" else 1}))
+        runs.append(experiment(name, params_with(train__lr=lr), acc, timestamp=f"2026-01-01T10:0{i}:00"))
+    runs.append(experiment("not-in-the-study", params_with(train__lr=0.5), 0.99))
+    study.add_trial(optuna.trial.create_trial(params={"train.lr": 0.1}, distributions=space, state=optuna.trial.TrialState.FAIL,
+                                              user_attrs={"dvc_exp": "st-t4"}))
+    result = sweep_report(exp_show(runs), METRIC, tmp_path / "p", tmp_path / "r.md", study=study)
+    assert result["best"]["name"] == "st-t2" and result["used"] == 3 and result["pruned"] == 1
+    assert result["trials"] == 5 and result["epochs"] == 7 and result["absent"] == ["st-t4"]
+    assert {r["param"] for r in result["importance"]} == {"train.lr"}
+    for name in ("metric_vs_created.png", "parallel_coordinates.png", "importance.png", "trial_curves.png"):
+        assert_png(tmp_path / "p" / name)
+    text = (tmp_path / "r.md").read_text()
+    assert "Trials: 5 (3 complete, 1 fail, 1 pruned); epochs spent: 7" in text and "`st-t4`" in text
+    assert "not-in-the-study" not in text and "| train.lr | numeric | 3 |" in text
+
+
+# ------------------------------------------------------------------------------- real studies
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A committed copy of the project on tiny params with its data stages run and locked."""
+    repo = tmp_path_factory.mktemp("sweep") / "project"
+    repo.mkdir()
+    copy_project(repo)
+    set_params(repo, {**TINY_PARAMS, "data.synthetic.train_per_class": 6, "prepare.side": 32, "train.epochs": 2})
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "project copy"], repo)
+    run(["dvc", "repro", "prepare"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "data stages"], repo)
+    return repo
+
+
+def inat_cnn(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(["inat-cnn", *args], repo, check=check, timeout=600)
+
+
+def load(repo: Path, name: str):
+    return optuna.load_study(study_name=name, storage=default_storage_url(repo))
+
+
+def exps(repo: Path) -> dict:
+    return {e.name: e for e in parse_exp_show(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))}
+
+
+@pytest.mark.e2e
+def test_a_study_runs_trials_as_dvc_experiments_a_failed_one_fails_and_the_best_meets_the_test_set_once(project, tmp_path, capsys):
+    file = sweep_file(tmp_path, "  model.activation: [relu, swish]\n  train.epochs: [1]\n")  # swish: refused (exit 2)
+    start = time.monotonic()
+    out = inat_cnn(project, "sweep", "run", str(file), "--study", "act", "--trials", "2", "--jobs", "2",
+                   "--sampler", "grid", "--pruner", "none", "--poll", "1").stdout
+    wall = time.monotonic() - start
+    study = load(project, "act")
+    states = {t.params["model.activation"]: t.state.name for t in study.trials}
+    assert states == {"relu": "COMPLETE", "swish": "FAIL"}, out
+    good = next(t for t in study.trials if t.state.name == "COMPLETE")
+    found = exps(project)
+    assert found[good.user_attrs["dvc_exp"]].status == "success"
+    assert good.value == found[good.user_attrs["dvc_exp"]].metrics["metrics/train_scratch.json"]["best_val_acc"]
+    assert not found[good.user_attrs["dvc_exp"]].metrics.get("metrics/evaluate_scratch.json")  # trials: validation only
+    assert "the experiment failed: dvc queue logs act-t" in next(t for t in study.trials if t.state.name == "FAIL").user_attrs["fail_reason"]
+
+    report = inat_cnn(project, "sweep", "report", "--study", "act").stdout
+    assert f"best by validation accuracy ({METRIC}): {good.user_attrs['dvc_exp']}" in report
+    assert "Trials: 2 (1 complete, 1 fail)" in (project / "reports/sweep.md").read_text()
+
+    best = inat_cnn(project, "sweep", "best", "--study", "act", "--evaluate").stdout
+    assert f"trial {good.number} ({good.user_attrs['dvc_exp']}) applied and evaluated once on the test set" in best
+    assert load(project, "act").user_attrs["test_evaluation"]["exp"] == good.user_attrs["dvc_exp"]
+    again = inat_cnn(project, "sweep", "best", "--study", "act", "--evaluate", check=False)
+    assert again.returncode == 2 and "the test set is measured once per study" in again.stderr
+    run(["git", "checkout", "-q", "--", "."], project)  # the applied params back to the committed ones
+    run(["git", "clean", "-fq", "--", "metrics", "reports"], project)
+    with capsys.disabled():
+        print(f"\n2 trials with --jobs 2 (one failing), study + queue + collection: {wall:.1f} s")
+
+
+@pytest.mark.e2e
+def test_a_pruned_trial_is_a_finished_experiment_that_says_when_it_stopped(project, tmp_path):
+    """The queue's workers inherit the driver's environment: the stage finds its trial and prunes."""
+    file = sweep_file(tmp_path, "  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    out = inat_cnn(project, "sweep", "run", str(file), "--study", "pr", "--trials", "1", "--pruner", "below:1.01", "--poll", "1").stdout
+    trial = load(project, "pr").trials[0]
+    assert trial.state.name == "PRUNED" and list(trial.intermediate_values) == [1], out
+    exp = exps(project)["pr-t0"]
+    assert exp.status == "success"
+    train = exp.metrics["metrics/train_scratch.json"]
+    assert train["pruned_after_epoch"] == 1 and train["epochs_run"] == 1
+    assert "trial 0 (pr-t0): pruned" in out and "after epoch 1" in out
+
+
+@pytest.mark.e2e
+def test_bad_input_is_one_line_before_anything_is_queued(project, tmp_path):
+    before = run(["dvc", "queue", "status"], project).stdout
+    unknown = sweep_file(tmp_path, "  train.lrate: [0.1]\n")
+    proc = inat_cnn(project, "sweep", "run", str(unknown), "--trials", "1", check=False)
+    assert proc.returncode == 2 and "params key 'train.lrate' is not a param of this pipeline" in proc.stderr
+    proc = inat_cnn(project, "sweep", "run", str(sweep_file(tmp_path, "  train.lr: [0.1]\n")), "--storage",
+                    "postgresql://nobody@127.0.0.1:1/x", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "cannot open the Optuna storage" in proc.stderr
+    assert run(["dvc", "queue", "status"], project).stdout == before
+
+
+@pytest.mark.e2e
+def test_a_killed_driver_started_again_resumes_without_duplicates(project, tmp_path):
+    file = sweep_file(tmp_path, "  train.lr: [1.0e-2, 1.0e-3]\n  train.epochs: [1]\n")
+    args = ["inat-cnn", "sweep", "run", str(file), "--study", "kr", "--trials", "2",
+            "--jobs", "1", "--sampler", "grid", "--pruner", "none", "--poll", "1"]
+    driver = subprocess.Popen(args, cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in driver.stdout:  # killed as soon as its first trial is queued
+        if line.startswith("trial 0: queued"):
+            break
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    sweep = load_sweep(file)
+    study = optuna.load_study(study_name="kr", storage=default_storage_url(project), sampler=make_sampler("grid", sweep, 0))
+    assert [t.state.name for t in study.trials] == ["RUNNING"]
+    # a driver killed between asking and queueing: a running trial DVC never heard of
+    stale = study.ask(distributions(sweep))
+    stale.set_user_attr("dvc_exp", trial_name("kr", stale.number))
+    stale.set_user_attr("dvc_repo", study.trials[0].user_attrs["dvc_repo"])
+
+    out = inat_cnn(project, *args[1:]).stdout
+    assert "resuming: trial 0 (kr-t0) is" in out
+    assert "resuming: trial 1 (kr-t1) was never queued or its queue entry is gone: queueing it again" in out
+    study = load(project, "kr")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2, out
+    assert sorted(t.params["train.lr"] for t in study.trials) == [1e-3, 1e-2]  # no duplicate, no third trial
+    found = exps(project)
+    assert {n for n in found if n.startswith("kr-")} == {"kr-t0", "kr-t1"}
