@@ -163,3 +163,22 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(scratch):
                           shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=300)
     assert proc.stdout == "[" and proc.stderr == "", proc.stderr
     assert proc.returncode == 0
+
+
+def test_tta_averages_each_image_with_its_mirror_image(scratch, tmp_path):
+    from PIL import Image, ImageOps
+
+    ckpt, raw = scratch
+    photo = Image.open(raw / "test" / "squares" / "0000.jpg")
+    side = min(photo.size)
+    image = tmp_path / "square.png"  # square and lossless: the centre square of the mirror is the mirror exactly
+    photo.crop((0, 0, side, side)).save(image)
+    ImageOps.mirror(Image.open(image)).save(tmp_path / "mirror.png")
+    plain, mirrored = predict_images(ckpt, [image, tmp_path / "mirror.png"], top_k=3)
+    [tta] = predict_images(ckpt, [image], top_k=3, tta=True)
+    by_class = lambda r: {t["class"]: t["probability"] for t in r["top"]}  # noqa: E731
+    expected = {c: (p + by_class(mirrored)[c]) / 2 for c, p in by_class(plain).items()}
+    assert by_class(tta) == pytest.approx(expected, abs=1e-4)
+    assert by_class(tta) != pytest.approx(by_class(plain), abs=1e-4)
+    out = inat_cnn("predict", ckpt, image, "--tta", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)[0]["top"][0]["class"] == tta["top"][0]["class"]

@@ -67,11 +67,11 @@ def predict_images(
     batch_size: int = BATCH_SIZE,
     device: str = "auto",
     limits: ImageLimits = DEFAULT_LIMITS,
-    tta: bool = True,
+    tta: bool = False,
 ) -> list[dict[str, Any]]:
     """Per image, in input order: ``{"path": str, "top": [{"class": name, "probability": p}, ...]}``,
     the ``top_k`` most probable classes (at most the checkpoint's class count), most probable first.
-    ``tta``: average with the mirror image's probabilities (as the evaluate stages do by default)."""
+    ``tta``: average with the mirror image's probabilities (as the evaluate stages do with ``evaluate.tta``)."""
     from ..models.build import load_model
     from ..training.device import select_device
     from .metrics import class_probs
