@@ -9,7 +9,7 @@ with the same model, batch size and device, each figure after warm-up:
       built here from the same JPEGs) read by inat_cnn's BatchLoader: uint8 batches on the device;
   (b') the same plus the on-device BatchTransform (random resized crop, flip, colour jitter,
       normalisation): everything the model's input needs;
-  (c) end-to-end training images/s of inat_cnn's training loop (train.Runner.epoch: forward,
+  (c) end-to-end training images/s of inat_cnn's training loop (Runner.train_epoch: forward,
       backward, optimizer step, per-epoch host sync) fed by (a) and by (b');
   (d) the compute ceiling: the same loop on one batch already on the device, on the fastest path
       the device offers (the precision the training loop picks: bf16 autocast on CUDA and on a CPU

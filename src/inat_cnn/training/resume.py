@@ -32,7 +32,7 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def record(self, epoch: int, train: dict[str, float], val: dict[str, float], lr: float, patience: int) -> bool:
-        """Add epoch ``epoch``'s row (train and val from ``Runner.epoch``); True when val accuracy improved.
+        """Add epoch ``epoch``'s row (train and val from ``Runner.train_epoch`` / ``Runner.evaluate``); True when val accuracy improved.
 
         After ``patience`` epochs in a row without improvement, ``stopped_early`` is set, and at once
         when val accuracy reaches 1: no later epoch can beat it, so no later epoch would be kept."""
