@@ -129,7 +129,7 @@ class Runner:
     def evaluate(self, loader: BatchLoader, loss_fn: nn.Module, model: nn.Module | None = None, desc: str = "val") -> dict[str, float]:
         """One pass without gradients over ``loader`` with ``model`` (default: the trained one)."""
         forward = self.eval_forward if model is None else model
-        (model or self.model).eval()
+        (self.model if model is None else model).eval()
         totals, start = _Totals(self.device), time.perf_counter()
         for x, y in tqdm(loader, desc=desc, leave=False, mininterval=2.0, dynamic_ncols=True, disable=not self.ctx.is_main):
             with self.autocast():
