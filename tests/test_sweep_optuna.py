@@ -17,7 +17,9 @@ from conftest import TINY_PARAMS, copy_project, run, set_params, tool_env
 from test_sweep import BASE, assert_png, experiment, exp_show, params_with
 
 from inat_cnn.core.errors import UserError
-from inat_cnn.sweep.pruning import STORAGE_ENV, STUDY_ENV, epoch_hook_from_env, make_pruner, trial_name, trial_number
+from inat_cnn.sweep.pruning import (
+    JUDGED_FROM_EPOCH, STORAGE_ENV, STUDY_ENV, epoch_hook_from_env, make_pruner, trial_name, trial_number,
+)
 from inat_cnn.sweep.report import sweep_report
 from inat_cnn.sweep.results import parse_exp_show
 from inat_cnn.sweep.spec import load_sweep
@@ -67,6 +69,29 @@ def test_trial_names_carry_the_study_and_the_number():
     assert trial_number("scratch-t7", "scr") is None and trial_number("exp-1a2b3", "scratch") is None
     with pytest.raises(UserError, match=r"--pruner = 'fast'"):
         make_pruner("fast")
+
+
+@pytest.mark.parametrize("name", ["halving", "median"])
+def test_the_pruners_judge_no_trial_during_the_warm_up_epochs(name):
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(name))
+    for value in (0.9, 0.8, 0.85, 0.88, 0.82):  # finished trials, good at every epoch
+        trial = study.ask()
+        for epoch in range(1, 10):
+            trial.report(value, epoch)
+            trial.should_prune()  # as the hook asks every epoch (successive halving records rungs here)
+        study.tell(trial, value)
+    poor = study.ask()
+    verdicts = []
+    for epoch in range(1, 10):
+        poor.report(0.1, epoch)
+        verdicts.append(poor.should_prune())
+    assert verdicts[: JUDGED_FROM_EPOCH - 1] == [False] * (JUDGED_FROM_EPOCH - 1), verdicts  # warm-up: never
+    assert any(verdicts), verdicts  # ... and pruned once judged
+
+
+def test_hyperband_brackets_start_after_the_warm_up_epochs():
+    # its brackets are successive-halving pruners from min_resource on (which trial meets which is hashed)
+    assert make_pruner("hyperband")._min_resource == JUDGED_FROM_EPOCH
 
 
 @pytest.mark.parametrize("url", ["nosuchdb://x/y", "postgresql://nobody@127.0.0.1:1/optuna"])
