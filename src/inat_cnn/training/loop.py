@@ -222,6 +222,8 @@ def fit(
         lr = max(group["lr"] for group in optimizer.param_groups)
         tr = runner.train_epoch(train_loader, loss_fn, optimizer, scheduler, mix=mix, ema=ema, desc=f"epoch {epoch}/{cfg.epochs} train")
         distributed.broadcast_buffers(model, ctx)
+        if ema is not None:  # averaged from each rank's own last-step statistics: rank 0's for all
+            distributed.broadcast_buffers(ema.module, ctx)
         va = runner.evaluate(val_loader, loss_fn, None if ema is None else ema.module, desc=f"epoch {epoch}/{cfg.epochs} val")
         improved = progress.record(epoch, tr, va, lr, cfg.early_stop_patience)
         if ctx.is_main:

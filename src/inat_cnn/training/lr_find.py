@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
