@@ -44,6 +44,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> 
     return proc
 
 
+# tracked, not a pipeline output: what the report shows until `inat-cnn sweep report` replaces it
+SWEEP_PLACEHOLDER = "plots/sweep/summary.json"
+
+
 def copy_project(dest: Path) -> Path:
     """Copy the project's source files (tracked and untracked-not-ignored) and make it a fresh git repo."""
     files = subprocess.run(
@@ -52,7 +56,8 @@ def copy_project(dest: Path) -> Path:
     ).stdout.split("\0")
     for rel in filter(None, files):
         src = REPO / rel
-        if src.is_file() and not rel.startswith(("metrics/", "plots/", "dvc.lock")):
+        outputs = rel.startswith(("metrics/", "plots/", "dvc.lock")) and rel != SWEEP_PLACEHOLDER
+        if src.is_file() and not outputs:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     run(["git", "init", "-q"], dest)

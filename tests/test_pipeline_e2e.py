@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from conftest import REPO, TINY_PARAMS, copy_project, run, set_params
 
 pytestmark = pytest.mark.e2e
 
-STAGES = ("download", "stratified_split", "prepare", "train_scratch", "evaluate_scratch", "finetune", "evaluate_finetune", "compare")
+STAGES = ("download", "stratified_split", "prepare", "train_scratch", "evaluate_scratch", "finetune", "evaluate_finetune", "compare", "report")
 FIGURES = {"confusion_matrix.png", "predictions_grid.png", "filters.png", "feature_maps.png", "guided_backprop.png"}
 
 
@@ -107,6 +108,14 @@ def test_full_repro_writes_every_result_and_its_plots_render(built: tuple[Path, 
         assert {p.name for p in (repo / "plots" / model).glob("*.png")} == FIGURES
     assert layouts["scratch"] == layouts["finetune"]  # one evaluation code, one metrics layout
 
+    page = (repo / "reports/index.html").read_text()
+    for heading in ("1 The data", "Part A: scratch CNN", "The hyper-parameter sweep", "Part B: efficientnet_lite0",
+                    "Comparison", "Calibration", "Provenance"):
+        assert heading in page, heading
+    assert "inat-cnn sweep run" in page  # no sweep yet: the page says how to run one
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing to fetch
+    assert page.count("<img ") == page.count('src="data:image/')
+
     assert ran(run(["dvc", "repro"], repo).stdout) == []
     assert run(["dvc", "status"], repo).stdout.strip().startswith("Data and pipelines are up to date")
     flat = json.dumps(json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout))
@@ -117,16 +126,17 @@ def test_full_repro_writes_every_result_and_its_plots_render(built: tuple[Path, 
     assert "evaluate_finetune" in run(["dvc", "dag"], repo).stdout
 
 
-def test_an_evaluate_param_reruns_the_evaluations_and_compare_only(repo: Path):
+def test_an_evaluate_param_reruns_the_evaluations_and_the_report_only(repo: Path):
     out = run(["dvc", "exp", "run", "-S", "evaluate.grid_cols=2", "-n", "grid-2"], repo).stdout
     # compare runs too unless its inputs came out the same (the grid is a figure, not a metric)
-    assert ran(out) in (["evaluate_scratch", "evaluate_finetune"], ["evaluate_scratch", "evaluate_finetune", "compare"]), out
+    evaluations = ["evaluate_scratch", "evaluate_finetune"]
+    assert ran(out) in ([*evaluations, "report"], [*evaluations, "compare", "report"]), out
     assert "Stage 'train_scratch' didn't change" in out and "Stage 'finetune' didn't change" in out
 
 
 def test_an_experiment_with_another_lr_shows_its_own_metrics(repo: Path):
     out = run(["dvc", "exp", "run", "-S", "train.lr=1e-4", "-n", "lr-1e-4"], repo).stdout
-    assert ran(out) == ["train_scratch", "evaluate_scratch", "compare"], out
+    assert ran(out) == ["train_scratch", "evaluate_scratch", "compare", "report"], out
     rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     names = {r["name"]: r for row in rows for e in (row.get("experiments") or []) for r in e.get("revs", [])}
     assert "lr-1e-4" in names, json.dumps(rows)[:2000]
@@ -137,7 +147,7 @@ def test_an_experiment_with_another_lr_shows_its_own_metrics(repo: Path):
 
 def test_a_finetune_experiment_with_freeze_all_trains_the_head_only(repo: Path):
     out = run(["dvc", "exp", "run", "-S", "finetune.strategy=freeze_all", "-n", "ft-freeze-all"], repo).stdout
-    assert ran(out) == ["finetune", "evaluate_finetune", "compare"], out
+    assert ran(out) == ["finetune", "evaluate_finetune", "compare", "report"], out
     assert "freeze_all" in out
     model = json.loads((repo / "metrics/model_finetune.json").read_text())
     assert model["strategy"] == "freeze_all"
@@ -172,3 +182,59 @@ def test_a_rerun_of_training_writes_byte_identical_results(repo: Path):
     assert json.loads(timing).keys() == json.loads((repo / "metrics/timing_scratch.json").read_text()).keys()
     status = run(["dvc", "status"], repo).stdout
     assert "evaluate_scratch" not in status, status  # the checkpoint is the same file: nothing to re-evaluate
+
+
+def test_a_sweep_report_reruns_only_the_report_which_then_shows_the_sweep(repo: Path):
+    from test_sweep import METRIC, synthetic_sweep
+
+    from inat_cnn.sweep.report import sweep_report
+
+    result = sweep_report(synthetic_sweep(), METRIC, repo / "plots/sweep", repo / "reports/sweep.md")
+    out = run(["dvc", "repro"], repo).stdout
+    assert ran(out) == ["report"], out
+    page = (repo / "reports/index.html").read_text()
+    assert "inat-cnn sweep run" not in page  # the how-to line gave way to the sweep
+    assert f"best configuration: {result['best']['name']}" in page
+    assert "importance (fANOVA)" in page and "Parallel coordinates" in page
+    top = max(result["importance"], key=lambda r: r["importance"])["param"]
+    assert f"The most important parameter is {top}" in page
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no chromium on PATH (Debian: apt-get install chromium; .ci/chromium does it in CI)")
+
+
+def test_the_report_opens_in_a_real_browser_with_every_image_and_no_request_out(built: tuple[Path, str], tmp_path: Path):
+    """Headless Chromium opens reports/index.html: every image decodes, nothing but the page's own
+    file and its data: URIs is requested, nothing logs an error; the screenshot is kept in tmp_path."""
+    browser = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: pip install -e '.[test]'")
+    page_url = (built[0] / "reports/index.html").as_uri()
+    requests, problems = [], []
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            tmp_path / "profile", executable_path=browser, headless=True, viewport={"width": 1280, "height": 900},
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            context.route("**/*", lambda route: route.continue_() if route.request.url == page_url else route.abort())
+            page = context.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("console", lambda m: m.type in ("error", "warning") and problems.append(f"console {m.type}: {m.text}"))
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:80]}"))
+            page.goto(page_url, wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
+            sections = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+            page.screenshot(path=tmp_path / "report.png", full_page=True)
+        finally:
+            context.close()
+    assert len(images) >= 15 and [alt for alt, loaded in images if not loaded] == []
+    assert [u for u in requests if u != page_url and not u.startswith("data:")] == []
+    assert problems == []
+    assert len(sections) == 7 and sections[-1] == "Provenance", sections
+    assert (tmp_path / "report.png").stat().st_size > 100_000

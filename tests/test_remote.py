@@ -57,3 +57,10 @@ def test_push_then_pull_into_a_fresh_clone_gives_the_same_results(tmp_path: Path
     assert len(md5s(clone / "data/raw")) == 3 * (10 + 3)  # TINY_PARAMS: 3 classes x (10 train + 3 test)
     rerun = run(["dvc", "repro"], clone).stdout
     assert "Running stage" not in rerun, rerun
+
+    # the models as DVC artifacts (dvc.yaml's artifacts:), fetched from the remote without a clone
+    fetched = tmp_path / "fetched"
+    fetched.mkdir()
+    for name, rel in (("scratch-cnn", "models/scratch.pt"), ("finetuned-efficientnet", "models/finetune.pt")):
+        run(["dvc", "artifacts", "get", str(repo), name, "-o", f"{name}.pt"], fetched)
+        assert md5(fetched / f"{name}.pt") == md5(repo / rel), name

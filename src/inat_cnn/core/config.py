@@ -333,6 +333,16 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """The HTML report (reports/index.html)."""
+
+    samples_per_class: int = 3  # training images shown per class in the data section
+
+    def validate(self, s: str) -> None:
+        _check(1 <= self.samples_per_class <= 20, f"{s}.samples_per_class", self.samples_per_class, "an integer in [1, 20]")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Experiment tracking beyond DVC: an optional W&B mirror of the per-epoch curves."""
 

@@ -99,14 +99,17 @@ def comparison(models: list[ModelSummary]) -> dict[str, Any]:
     return {"models": rows, "best_by_val_accuracy": best.name}
 
 
+def table_rows(models: list[ModelSummary]) -> list[tuple[str, list[str]]]:
+    """The comparison table as (row label, one formatted cell per model) in :data:`COLUMNS` order."""
+    def cell(key: str, fmt: str | None, value: Any) -> str:
+        return f"{value / 1e9:.3f}" if key == "flops_per_image" else fmt.format(value)
+
+    return [(label, [cell(key, fmt, getattr(m, key)) for m in models]) for key, label, fmt in COLUMNS]
+
+
 def markdown_table(models: list[ModelSummary]) -> str:
     lines = ["| | " + " | ".join(m.name for m in models) + " |", "|---|" + "---|" * len(models)]
-    for key, label, fmt in COLUMNS:
-        cells = []
-        for m in models:
-            value = getattr(m, key)
-            cells.append(f"{value / 1e9:.3f}" if key == "flops_per_image" else fmt.format(value))
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in table_rows(models)]
     return "\n".join(lines)
 
 

@@ -49,6 +49,14 @@ FLOP_CONVENTION = (
     "(the same count as torch.utils.flop_counter.FlopCounterMode)"
 )
 
+# The closed forms of :func:`closed_form_params` and :func:`closed_form_flops`, as printed text
+CLOSED_FORM_SYMBOLS = (
+    "m filters of k×k in every block, B blocks, n dense units, c classes, C = 3 input channels, "
+    "input H×W, H′ = ⌊H/2^B⌋, W′ = ⌊W/2^B⌋; β = 2 with batch norm (γ, β), 1 without (the conv bias)"
+)
+PARAMS_FORMULA = "params = C·k²·m + (B−1)·k²·m² + β·B·m + m·H′·W′·n + n + n·c + c"
+FLOPS_FORMULA = "FLOPs = 2·[k²·m·(C·H·W + m·Σ_{i=1}^{B−1} ⌊H/2^i⌋·⌊W/2^i⌋) + m·H′·W′·n + n·c]"
+
 
 def check_num_classes(num_classes: int) -> None:
     """Raise ConfigError unless there are at least 2 classes to tell apart."""

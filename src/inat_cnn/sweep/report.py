@@ -5,6 +5,7 @@ the test set), the parameter-importance table and the figures. The test set rank
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import UserError
-from ..core.files import write_text
+from ..core.files import write_json, write_text
 from .results import (
     available_metrics, importance, metric_label, metric_value, parse_exp_show, refuse_test_metric,
     reported_test_metric, swept_columns, value_label,
@@ -184,7 +185,7 @@ def sweep_report(
     rel = Path(os.path.relpath(out_dir, report_md.parent))
     md += ["", "## Figures", ""] + [f"![{name[:-4]}]({(rel / name).as_posix()})" for name in figures]
     write_text(report_md, "\n".join(md) + "\n")
-    return {
+    result = {
         "metric": metric,
         "label": label,
         "used": len(used),
@@ -199,8 +200,17 @@ def sweep_report(
         "figures": [str(out_dir / f) for f in figures],
         "report": str(report_md),
         "pruned": len(pruned),
+        "study": study.study_name if study is not None else None,
         **{k: v for k, v in study_facts.items() if k != "lines"},
     }
+    # the summary the pipeline's HTML report reads (its `report` stage depends on out_dir)
+    write_json(out_dir / "summary.json", json.loads(json.dumps(result, default=_plain)))
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (importance rows) as Python numbers for JSON."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _study_facts(study: Any, trials: Sequence[Any], exps: Sequence[Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -57,16 +58,28 @@ def frame(ax: Axes, colour: str, width: float = 4.0) -> None:
         spine.set_linewidth(width)
 
 
+def _lay_out(fig: Figure, title: str | None) -> None:
+    if title:  # placed in inches from the top, so tall and short figures look the same
+        fig.suptitle(title, fontsize=11, y=1.0 - 0.08 / fig.get_figheight(), va="top")
+    fig.tight_layout()  # makes room for the suptitle too
+
+
 def save_png(fig: Figure, out_path: str | os.PathLike, title: str | None = None, dpi: int = DPI) -> None:
     """Lay out ``fig`` under an optional ``title`` and write it to ``out_path`` as a PNG atomically.
 
     The PNG is written to a temp file beside ``out_path`` and renamed onto it.
     """
-    if title:  # placed in inches from the top, so tall and short figures look the same
-        fig.suptitle(title, fontsize=11, y=1.0 - 0.08 / fig.get_figheight(), va="top")
-    fig.tight_layout()  # makes room for the suptitle too
+    _lay_out(fig, title)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
+
+
+def png_bytes(fig: Figure, title: str | None = None, dpi: int = DPI) -> bytes:
+    """``fig`` laid out as :func:`save_png` does, as PNG bytes (for a page that embeds its figures)."""
+    _lay_out(fig, title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()
 
 
 def to_display_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
