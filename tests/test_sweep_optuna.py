@@ -199,6 +199,8 @@ def test_a_study_runs_trials_as_dvc_experiments_a_failed_one_fails_and_the_best_
     assert good.value == found[good.user_attrs["dvc_exp"]].metrics["metrics/train_scratch.json"]["best_val_acc"]
     assert not found[good.user_attrs["dvc_exp"]].metrics.get("metrics/evaluate_scratch.json")  # trials: validation only
     assert "the experiment failed: dvc queue logs act-t" in next(t for t in study.trials if t.state.name == "FAIL").user_attrs["fail_reason"]
+    summary = json.loads((project / "plots/sweep/summary.json").read_text())  # the run ends with its report
+    assert summary["best"]["name"] == good.user_attrs["dvc_exp"] and "wrote reports/sweep.md" in out, out
 
     report = inat_cnn(project, "sweep", "report", "--study", "act").stdout
     assert f"best by validation accuracy ({METRIC}): {good.user_attrs['dvc_exp']}" in report

@@ -36,6 +36,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
     told = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.told.items())) or "nothing new"
     print(f"study {summary.study}: {len(study.trials)} trial(s); this run: {told}")
     _print_best(study)
+    if any(t.value is not None for t in study.trials):  # the study's report, for `dvc repro report` to show
+        _write_report(study, sweep, sweep.metric, sweep.goal, Path("plots/sweep"), Path("reports/sweep.md"), top=10)
 
 
 def _print_best(study) -> None:
@@ -45,8 +47,8 @@ def _print_best(study) -> None:
         print("no completed trial yet")
         return
     print(f"best trial {best.number} ({best.user_attrs.get('dvc_exp')}): {best.value:.4g} with {best.params}")
-    print(f"next: `inat-cnn sweep report`, then `inat-cnn sweep best --evaluate` (dvc exp apply "
-          f"{best.user_attrs.get('dvc_exp')} + the test set, once)")
+    print(f"next: `inat-cnn sweep best --evaluate` (dvc exp apply {best.user_attrs.get('dvc_exp')} + the test set, "
+          f"once); `dvc repro report` puts the sweep in reports/index.html")
 
 
 def _study_for(args: argparse.Namespace, sweep) -> Any:
@@ -81,9 +83,14 @@ def _cmd_report(args: argparse.Namespace) -> None:
     goal = "minimize" if args.minimize else (sweep.goal if sweep else study.direction.name.lower() if study else "maximize")
     if study is not None:
         print(f"study {study.study_name}: {len(study.trials)} trial(s)")
+    _write_report(study, sweep, metric, goal, Path(args.out), Path(args.md), top=args.top)
+
+
+def _write_report(study: Any, sweep: Any, metric: str, goal: str, out: Path, md: Path, *, top: int) -> None:
+    """Rank the experiments by ``metric``, write ``md`` and ``out``/*.png, and print what was found."""
     result = sweep_report(
-        exp_show_json(Path.cwd()), metric, Path(args.out), Path(args.md),
-        keys=list(sweep.params) if sweep else None, higher_is_better=goal == "maximize", top=args.top, study=study,
+        exp_show_json(Path.cwd()), metric, out, md,
+        keys=list(sweep.params) if sweep else None, higher_is_better=goal == "maximize", top=top, study=study,
     )
     best = result["best"]
     print(f"{result['used']} experiments used, {result['pruned']} pruned, {result['failed']} failed, {result['queued']} queued, "
