@@ -135,7 +135,8 @@ def curves_for(configs: list[dict], epochs: int, data: Path, verify: int, jobs: 
     if todo:
         if not data.is_dir():
             sys.exit(f"sweep_search.py: {data} is missing: the grid trains on real photos "
-                     "(../shared/real_photos/flowers5 beside the checkout); point --data at a folder in that layout")
+                     "(../shared/real_photos/flowers5 beside the checkout); point --data at photos in the iNaturalist "
+                     "layout (<root>/train/<class>/*, <root>/val/<class>/*)")
         CACHE.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="sweep_search.") as tmp:
