@@ -62,5 +62,6 @@ def test_push_then_pull_into_a_fresh_clone_gives_the_same_results(tmp_path: Path
     fetched = tmp_path / "fetched"
     fetched.mkdir()
     for name, rel in (("scratch-cnn", "models/scratch.pt"), ("finetuned-efficientnet", "models/finetune.pt")):
+        run(["gto", "register", name], repo)  # a version: the git tag <name>@v0.0.1 that `dvc artifacts get` resolves
         run(["dvc", "artifacts", "get", str(repo), name, "-o", f"{name}.pt"], fetched)
         assert md5(fetched / f"{name}.pt") == md5(repo / rel), name

@@ -36,7 +36,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     told = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.told.items())) or "nothing new"
     print(f"study {summary.study}: {len(study.trials)} trial(s); this run: {told}")
     _print_best(study)
-    if any(t.value is not None for t in study.trials):  # the study's report, for `dvc repro report` to show
+    if any(t.state.name == "COMPLETE" for t in study.trials):  # the study's report, for `dvc repro report`
         _write_report(study, sweep, sweep.metric, sweep.goal, Path("plots/sweep"), Path("reports/sweep.md"), top=10)
 
 
