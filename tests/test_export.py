@@ -39,11 +39,11 @@ def _photos(real_photos: Path) -> tuple[list[str], list[Path]]:
 
 
 def _scratch(tmp_path: Path, classes: list[str]) -> Path:
-    """A small scratch CNN trained 2 epochs on synthetic images of the flowers' class names."""
+XX
     raw = tmp_path / "raw"
-    generate_synthetic(SyntheticConfig(train_per_class=8, test_per_class=2, min_side=48, max_side=72, classes=classes), 3, raw)
+    generate_synthetic(SyntheticConfig(train_per_class=6, test_per_class=1, min_side=48, max_side=64, classes=classes), 3, raw)
     cfg = ScratchModelConfig(blocks=3, filters=8, dense_units=16, dropout=0.1, input_size=48)
-    train_small(tmp_path, raw, cfg, replace(FAST_TRAIN, epochs=2, batch_size=8))
+    train_small(tmp_path, raw, cfg, replace(FAST_TRAIN, epochs=1, batch_size=8))
     return tmp_path / "model.pt"
 
 
