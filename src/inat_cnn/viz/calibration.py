@@ -17,7 +17,7 @@ def reliability_diagram(
     panels: dict[str, ReliabilityBins], out_path: str | os.PathLike, title: str | None = None
 ) -> Figure:
     """One panel per entry of ``panels`` (its key the panel's title, e.g. "before (T = 1)"): a bar per
-    confidence bin at its accuracy, the gap to the bin's mean confidence shaded red, the diagonal of
+    confidence bin at its accuracy, the gap to the bin's mean confidence hatched red, the diagonal of
     perfect calibration, the ECE in the corner; image counts per bin in a strip below."""
     fig = Figure(figsize=(4.6 * len(panels), 5.2), dpi=DPI, facecolor="white")
     grid = fig.add_gridspec(2, len(panels), height_ratios=(4, 1))
@@ -29,8 +29,8 @@ def reliability_diagram(
                linewidth=0.5, label="accuracy")
         gap_low = [min(a, c) for a, c in zip(bins.accuracy[full], bins.confidence[full])]
         gap = abs(bins.accuracy[full] - bins.confidence[full])
-        ax.bar(lows[full], gap, bottom=gap_low, width=width, align="edge", color=GAP_COLOUR, alpha=0.35,
-               edgecolor=GAP_COLOUR, linewidth=0.5, label="gap to mean confidence")
+        ax.bar(lows[full], gap, bottom=gap_low, width=width, align="edge", fill=False, hatch="///",
+               edgecolor=GAP_COLOUR, linewidth=0.8, label="gap to mean confidence")
         ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
