@@ -245,5 +245,5 @@ def test_the_report_opens_in_a_real_browser_with_every_image_and_no_request_out(
     assert len(images) >= 15 and [alt for alt, loaded in images if not loaded] == []
     assert [u for u in requests if u != page_url and not u.startswith("data:")] == []
     assert problems == []
-    assert len(sections) == 7 and sections[-1] == "Provenance", sections
+    assert len(sections) == 6 and sections[-1] == "Provenance", sections  # data, A, B, comparison, calibration, provenance
     assert (tmp_path / "report.png").stat().st_size > 100_000
