@@ -39,7 +39,7 @@ def _photos(real_photos: Path) -> tuple[list[str], list[Path]]:
 
 
 def _scratch(tmp_path: Path, classes: list[str]) -> Path:
-XX
+    """A small scratch CNN trained an epoch on synthetic images named after the flowers5 classes."""
     raw = tmp_path / "raw"
     generate_synthetic(SyntheticConfig(train_per_class=6, test_per_class=1, min_side=48, max_side=64, classes=classes), 3, raw)
     cfg = ScratchModelConfig(blocks=3, filters=8, dense_units=16, dropout=0.1, input_size=48)
