@@ -58,7 +58,12 @@ def main(params: dict) -> None:
             resume_path=Path(".resume/finetune.pt"), epoch_hook=epoch_hook_from_env(),
         )
     if main_process:
-        write_json("metrics/train_finetune.json", result.summary())
+        from inat_cnn.evaluation.calibration import calibrate_checkpoint
+
+        with fields_named("params: finetune."):
+            calibration = calibrate_checkpoint(Path("models/finetune.pt"), PREPARED, batch_size=cfg.batch_size, device=cfg.device)
+        print(f"temperature fitted on val: {calibration.describe()}", flush=True)
+        write_json("metrics/train_finetune.json", {**result.summary(), "calibration": calibration.to_dict()})
         write_json("metrics/timing_finetune.json", result.timing())
 
 

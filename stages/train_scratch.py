@@ -52,7 +52,13 @@ def main(params: dict) -> None:
             resume_path=Path(".resume/train_scratch.pt"), epoch_hook=epoch_hook_from_env(),
         )
     if main_process:
-        write_json("metrics/train_scratch.json", result.summary())
+        from inat_cnn.evaluation.calibration import calibrate_checkpoint
+
+        with fields_named("params: train."):
+            calibration = calibrate_checkpoint(Path("models/scratch.pt"), PREPARED, batch_size=train_cfg.batch_size,
+                                               device=train_cfg.device)
+        print(f"temperature fitted on val: {calibration.describe()}", flush=True)
+        write_json("metrics/train_scratch.json", {**result.summary(), "calibration": calibration.to_dict()})
         write_json("metrics/timing_scratch.json", result.timing())
 
 

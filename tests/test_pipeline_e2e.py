@@ -20,7 +20,8 @@ from conftest import REPO, TINY_PARAMS, copy_project, run, set_params
 pytestmark = pytest.mark.e2e
 
 STAGES = ("download", "stratified_split", "prepare", "train_scratch", "evaluate_scratch", "finetune", "evaluate_finetune", "compare", "report")
-FIGURES = {"confusion_matrix.png", "predictions_grid.png", "filters.png", "feature_maps.png", "guided_backprop.png"}
+FIGURES = {"confusion_matrix.png", "predictions_grid.png", "filters.png", "feature_maps.png", "guided_backprop.png",
+           "reliability.png"}
 
 
 def _project(path: Path) -> Path:
@@ -105,6 +106,11 @@ def test_full_repro_writes_every_result_and_its_plots_render(built: tuple[Path, 
         for kind in ("model", "train", "timing", "evaluate"):
             assert json.loads((repo / f"metrics/{kind}_{model}.json").read_text())
         layouts[model] = sorted(json.loads((repo / f"metrics/evaluate_{model}.json").read_text()))
+        # the temperature fitted on val by the training stage, stored in the checkpoint, measured on test
+        fitted = json.loads((repo / f"metrics/train_{model}.json").read_text())["calibration"]
+        tested = json.loads((repo / f"metrics/evaluate_{model}.json").read_text())["calibration"]
+        assert tested["temperature"] == fitted["temperature"] > 0 and tested["ece_bins"] == 15
+        assert all(0 <= tested[k] <= 1 for k in ("ece_before", "ece_after"))
         assert {p.name for p in (repo / "plots" / model).glob("*.png")} == FIGURES
     assert layouts["scratch"] == layouts["finetune"]  # one evaluation code, one metrics layout
 
@@ -115,6 +121,9 @@ def test_full_repro_writes_every_result_and_its_plots_render(built: tuple[Path, 
     assert "inat-cnn sweep run" in page  # no sweep yet: the page says how to run one
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing to fetch
     assert page.count("<img ") == page.count('src="data:image/')
+    calibration = page[page.index('<section id="calibration">'):]
+    calibration = calibration[:calibration.index("</section>")]
+    assert calibration.count("<img ") == 2 and calibration.count("(fitted on the validation split)") == 2
 
     assert ran(run(["dvc", "repro"], repo).stdout) == []
     assert run(["dvc", "status"], repo).stdout.strip().startswith("Data and pipelines are up to date")
@@ -236,5 +245,5 @@ def test_the_report_opens_in_a_real_browser_with_every_image_and_no_request_out(
     assert len(images) >= 15 and [alt for alt, loaded in images if not loaded] == []
     assert [u for u in requests if u != page_url and not u.startswith("data:")] == []
     assert problems == []
-    assert len(sections) == 7 and sections[-1] == "Provenance", sections
+    assert len(sections) == 6 and sections[-1] == "Provenance", sections  # data, A, B, comparison, calibration, provenance
     assert (tmp_path / "report.png").stat().st_size > 100_000

@@ -84,7 +84,9 @@ def test_checkpoint_round_trip_and_evaluation_figures(tmp_path: Path, synthetic_
                                   EvaluateConfig(guided_backprop_neurons=4), plots_dir=plots, live_dir=tmp_path / "ev")
     assert metrics["num_images"] == 24 and set(metrics["per_class"]) == {"a", "b", "c", "d"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
-    for name in ("confusion_matrix", "predictions_grid", "filters", "feature_maps", "guided_backprop"):
+    assert metrics["calibration"]["temperature"] == 1.0  # trained by the library alone: no temperature fitted
+    assert metrics["calibration"]["ece_before"] == metrics["calibration"]["ece_after"]
+    for name in ("confusion_matrix", "predictions_grid", "filters", "feature_maps", "guided_backprop", "reliability"):
         with Image.open(plots / f"{name}.png") as img:
             img.verify()
     with Image.open(plots / "predictions_grid.png") as grid, Image.open(plots / "guided_backprop.png") as gbp:

@@ -11,6 +11,13 @@ from importlib.metadata import version
 from .core.errors import UserError, fields_named
 from .sweep.cli import add_sweep_commands
 
+EXPORT_HELP = (
+    "Export a checkpoint for deployment. The ONNX model takes float32 (N, 3, H, W) RGB in [0, 1] (the centre square "
+    "resized to the checkpoint's input size), normalises it, and outputs calibrated logits and probabilities (divided "
+    "by the checkpoint's temperature); its metadata holds class_names, input_size and temperature. "
+    "Needs pip install -e '.[onnx]'."
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inat-cnn", description=__doc__)
@@ -34,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="average each image's probabilities with its mirror image's, as evaluate.tta does "
                          "(default: off, as evaluate.tta: it did not raise validation accuracy on flowers5)")
     predict.set_defaults(func=_predict)
+    export = sub.add_parser("export", help="write a checkpoint as an ONNX model (needs the [onnx] extra)", description=EXPORT_HELP)
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by train_scratch or finetune")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="(default: onnx)")
+    export.add_argument("--output", metavar="PATH", help="the file to write (default: the checkpoint's path with .onnx)")
+    export.set_defaults(func=_export)
     lr_find = sub.add_parser(
         "lr-find", help="a learning-rate range test on the prepared train split: prints and plots a suggested lr",
         description="Train a fresh model of params.yaml's configuration for a few steps while the learning rate grows "
@@ -107,6 +119,14 @@ def _predict(args: argparse.Namespace) -> None:
     with fields_named({"top_k": "--top-k", "device": "--device"}):
         results = predict_images(args.checkpoint, args.inputs, args.top_k, device=args.device, tta=args.tta)
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .export.onnx_export import export_checkpoint
+
+    with fields_named({"format": "--format"}):
+        out = export_checkpoint(args.checkpoint, args.output, fmt=args.format)
+    print(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

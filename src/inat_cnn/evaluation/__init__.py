@@ -1,3 +1,3 @@
 """Evaluation: predictions and classification metrics (:mod:`.metrics`), the evaluate stage's
-library (:mod:`.evaluate`), `inat-cnn predict` (:mod:`.predict`) and the model comparison
-(:mod:`.compare`)."""
+library (:mod:`.evaluate`), `inat-cnn predict` (:mod:`.predict`), calibrated confidences (:mod:`.calibration`) and the
+model comparison (:mod:`.compare`)."""

@@ -15,7 +15,8 @@ from torch import nn
 from ..core.config import EvaluateConfig
 from ..core.errors import FieldError, UserError
 from ..data.preprocessing import BatchTransform
-from .metrics import classification_metrics, confusion, predict_probs
+from .calibration import ECE_BINS, measure_calibration, reliability_bins
+from .metrics import classification_metrics, confusion, predict_logits, softmax
 
 
 def _last_conv_layer(model: nn.Module) -> nn.Module:
@@ -46,13 +47,17 @@ def evaluate_checkpoint(
     Figures in ``plots_dir``: confusion_matrix.png, predictions_grid.png (one row per class,
     ``cfg.grid_cols`` images each), filters.png (first conv), feature_maps.png (first activation,
     test image ``cfg.sample_index``), guided_backprop.png (``cfg.guided_backprop_neurons`` channels
-    of the last conv block). Returns the metrics dict.
+    of the last conv block), reliability.png (ECE bins before and after the checkpoint's temperature).
+    Returns the metrics dict, with a ``calibration`` block (see :func:`.calibration.measure_calibration`);
+    the grid's confidences are calibrated ones.
     """
     from dvclive import Live
 
     from ..data.prepared import open_prepared
     from ..models.build import load_model
+    from ..models.checkpoint import temperature_of
     from ..training.device import select_device
+    from ..viz.calibration import reliability_diagram
     from ..viz.filters import feature_map_grid, filter_grid
     from ..viz.guided_backprop import guided_backprop, guided_backprop_grid, top_channels
     from ..viz.predictions import (
@@ -76,12 +81,15 @@ def evaluate_checkpoint(
     pre = spec.preprocessing
     if cfg.sample_index >= len(test):
         raise FieldError("sample_index", cfg.sample_index, f"is not allowed; the test set has {len(test)} images")
-    probs, labels = predict_probs(model, test, pre, batch_size=cfg.batch_size, device=select_device(device), tta=cfg.tta)
+    logits, labels = predict_logits(model, test, pre, batch_size=cfg.batch_size, device=select_device(device), tta=cfg.tta)
     model.cpu()
+    temperature = temperature_of(ckpt)
+    probs = softmax(logits, temperature)  # calibrated confidences (T = 1 for a checkpoint without one)
     preds = probs.argmax(1)
     metrics = classification_metrics(labels, preds, names)
     metrics["checkpoint_epoch"] = ckpt.get("epoch")
     metrics["tta"] = cfg.tta
+    metrics["calibration"] = measure_calibration(logits, labels, temperature).to_dict()
     cm = confusion(labels, preds, len(names))
 
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
@@ -95,7 +103,13 @@ def evaluate_checkpoint(
         [Prediction(test.image(i), int(labels[i]), int(preds[i]), float(probs[i, preds[i]])) for i in indices]
         for indices in select_grid_samples(labels, len(names), cfg.grid_cols)
     ]
-    prediction_grid(rows, names, plots_dir / "predictions_grid.png", cols=cfg.grid_cols, title="test predictions")
+    prediction_grid(rows, names, plots_dir / "predictions_grid.png", cols=cfg.grid_cols,
+                    title=f"test predictions (confidence at temperature {temperature:.3g})")
+    reliability_diagram(
+        {"before (T = 1)": reliability_bins(softmax(logits), labels, ECE_BINS),
+         f"after (T = {temperature:.3g}, fitted on val)": reliability_bins(probs, labels, ECE_BINS)},
+        plots_dir / "reliability.png", title=f"reliability on the test set ({ECE_BINS} bins)",
+    )
 
     image = BatchTransform(pre, augment=False)(test.image(cfg.sample_index)[None])[0]
     shown = (image * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]).clamp(0, 1)

@@ -49,7 +49,8 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def _load_square(path: Path, size: int, limits: ImageLimits) -> torch.Tensor:
+def load_square(path: Path, size: int, limits: ImageLimits = DEFAULT_LIMITS) -> torch.Tensor:
+    """uint8 (3, size, size): the image file's centre square resized to ``size``, as the ``prepare`` stage caches it."""
     try:
         image = decode_rgb(path, limits)
     except UserError as exc:
@@ -71,15 +72,19 @@ def predict_images(
 ) -> list[dict[str, Any]]:
     """Per image, in input order: ``{"path": str, "top": [{"class": name, "probability": p}, ...]}``,
     the ``top_k`` most probable classes (at most the checkpoint's class count), most probable first.
+    Probabilities are calibrated: the logits are divided by the checkpoint's temperature (fitted on the
+    validation split by the training stages; 1 for a checkpoint without one).
     ``tta``: average with the mirror image's probabilities (as the evaluate stages do with ``evaluate.tta``)."""
     from ..models.build import load_model
+    from ..models.checkpoint import temperature_of
     from ..training.device import select_device
     from .metrics import class_probs
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise FieldError("top_k", top_k, "is not allowed; expected an integer >= 1")
     paths = collect_images(inputs)
-    model, spec, _ = load_model(checkpoint)
+    model, spec, ckpt = load_model(checkpoint)
+    temperature = temperature_of(ckpt)
     dev = select_device(device)
     model.to(dev)
     transform = BatchTransform(spec.preprocessing, augment=False)
@@ -88,8 +93,8 @@ def predict_images(
     results: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        x = transform(torch.stack([_load_square(p, size, limits) for p in chunk]).to(dev))
-        probs = class_probs(model, x, tta=tta)
+        x = transform(torch.stack([load_square(p, size, limits) for p in chunk]).to(dev))
+        probs = class_probs(model, x, tta=tta, temperature=temperature)
         values, indices = probs.topk(k, dim=1)
         for path, vals, idxs in zip(chunk, values.cpu().tolist(), indices.cpu().tolist()):
             top = [{"class": spec.class_names[i], "probability": v} for v, i in zip(vals, idxs)]

@@ -4,12 +4,14 @@ A checkpoint is a dict saved with torch.save (serialised in memory, then written
 equal content gives equal bytes)::
 
     {"format": 1, "model_state", "arch", "model_config", "class_names", "preprocessing",
-     "epoch", "metrics"}
+     "epoch", "metrics", "temperature"}
 
 ``arch`` is ``"scratch_cnn"`` for the from-scratch CNN (``model_config`` = the `model` params)
 or a pretrained architecture name (``model_config`` = {"arch": ...}); ``preprocessing`` is a
 :class:`~inat_cnn.data.preprocessing.Preprocessing` dict, so evaluate and predict use the checkpoint's
-own input size and normalisation. :func:`inat_cnn.models.build.load_model` turns one into a ready
+own input size and normalisation. ``temperature`` (optional: 1.0 when absent, as in checkpoints
+from before calibration) divides the logits for calibrated confidences; the training stages fit it
+on the validation split (:mod:`inat_cnn.evaluation.calibration`). :func:`inat_cnn.models.build.load_model` turns one into a ready
 model. The optimizer, scheduler and RNG progress of an unfinished run live in the resume file
 instead (see :class:`inat_cnn.training.resume.ResumeState`).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.errors import UserError
+from ..core.errors import FieldError, UserError
 from ..core.files import write_bytes
 from ..data.preprocessing import Preprocessing
 
 FORMAT = 1
 SCRATCH_ARCH = "scratch_cnn"
-SECTIONS = ("format", "model_state", "arch", "model_config", "class_names", "preprocessing", "epoch", "metrics")
+SECTIONS = ("format", "model_state", "arch", "model_config", "class_names", "preprocessing", "epoch", "metrics", "temperature")
 REQUIRED = SECTIONS[:6]
 
 
@@ -59,9 +62,31 @@ def save_checkpoint(
         "epoch": epoch,
         "metrics": metrics,
     }
+    _write(path, payload)
+
+
+def _write(path: str | Path, payload: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_bytes(path, buffer.getvalue())
+
+
+def _valid_temperature(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def temperature_of(ckpt: dict[str, Any]) -> float:
+    """The checkpoint's fitted temperature; 1.0 (the raw softmax) for a checkpoint without one."""
+    return float(ckpt.get("temperature", 1.0))
+
+
+def set_temperature(path: str | Path, temperature: float) -> None:
+    """Store ``temperature`` in the checkpoint at ``path`` (rewritten atomically, everything else kept)."""
+    if not _valid_temperature(temperature):
+        raise FieldError("temperature", temperature, "is not allowed; expected a finite number > 0")
+    ckpt = load_checkpoint(path)
+    ckpt["temperature"] = float(temperature)
+    _write(path, ckpt)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -90,6 +115,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         "model_config": isinstance(ckpt["model_config"], dict) and len(ckpt["model_config"]) > 0,
         "class_names": isinstance(ckpt["class_names"], (list, tuple)) and len(ckpt["class_names"]) >= 2,
         "preprocessing": isinstance(ckpt["preprocessing"], dict) and "input_size" in ckpt["preprocessing"],
+        "temperature": _valid_temperature(ckpt.get("temperature", 1.0)),
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:

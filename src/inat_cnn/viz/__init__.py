@@ -9,4 +9,5 @@ and every PNG is written atomically.
 - :mod:`.predictions`: the per-class prediction grid and the confusion matrix.
 - :mod:`.filters`: first-layer filters and one layer's feature maps.
 - :mod:`.guided_backprop`: guided back-propagation of single neurons to the input image.
+- :mod:`.calibration`: the reliability diagram (confidence against accuracy, before and after temperature scaling).
 """

@@ -1,0 +1,1 @@
+"""Exporting a checkpoint for deployment (:mod:`.onnx_export`: `inat-cnn export --format onnx`)."""
