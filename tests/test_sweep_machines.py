@@ -4,7 +4,6 @@ experiments through `dvc exp push` / `dvc exp pull` and one DVC remote (tiny par
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -113,14 +112,6 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _exp_names(repo: Path) -> set[str]:
-    listed = run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
-    shown = {e.get("name") for rev in json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-             for e in (rev.get("experiments") or []) if e.get("name")}
-    assert set(listed) == shown, (listed, shown)
-    return shown
-
-
 @pytest.mark.e2e
 def test_two_clones_run_one_study_in_postgresql_and_share_their_experiments(project, postgres, tmp_path):  # noqa: F811
     remote, origin = tmp_path / "dvc-remote", tmp_path / "origin.git"
@@ -133,7 +124,7 @@ def test_two_clones_run_one_study_in_postgresql_and_share_their_experiments(proj
         clones[machine] = tmp_path / machine
         run(["git", "clone", "-q", str(origin), str(clones[machine])], tmp_path)
         run(["dvc", "pull", "-q", "--with-deps", "prepare"], clones[machine])  # the stages run so far
-    file = sweep_file(tmp_path, "  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    file = sweep_file(tmp_path, "  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n  train.epochs: [1]\n")
     args = ["inat-cnn", "sweep", "run", str(file), "--study", "mm", "--storage", postgres, "--trials", "2",
             "--jobs", "1", "--pruner", "none", "--poll", "1"]  # the same command, the same --seed (0) on both
     start = time.monotonic()
@@ -154,7 +145,7 @@ def test_two_clones_run_one_study_in_postgresql_and_share_their_experiments(proj
         run(["dvc", "push", "-q"], clone)
     a = clones["a"]
     run(["dvc", "exp", "pull", "origin"], a)
-    assert _exp_names(a) >= names
+    assert set(run(["dvc", "exp", "list", "--name-only"], a).stdout.split()) == names  # `sweep report` reads exp show
     for t in trials:  # the other machine's model came through the DVC remote
         lock = yaml.safe_load(run(["git", "show", f"{experiment_refs(a)[t.user_attrs['dvc_exp']]}:dvc.lock"], a).stdout)
         md5 = next(o["md5"] for o in lock["stages"]["train_scratch"]["outs"] if o["path"] == "models/scratch.pt")
