@@ -316,11 +316,10 @@ class Driver:
             warnings.simplefilter("ignore", UserWarning)
             trial = self.study.ask(distributions(self.sweep))
         name = trial_name(self.study.study_name, trial.number)
-        if self.beat_every is not None:
-            self.storage.record_heartbeat(trial._trial_id)
+        self.in_flight[trial.number] = name
+        self.beat(force=True)  # from its first moment: a driver that dies now leaves a trial that goes stale
         trial.set_user_attr("dvc_exp", name)
         trial.set_user_attr("dvc_repo", self.me)
-        self.in_flight[trial.number] = name
         config = config_of(self.sweep, trial.params)
         try:
             cmd = queue_experiment(config, repo=self.repo, name=name, targets=self.sweep.targets)
