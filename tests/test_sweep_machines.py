@@ -31,17 +31,25 @@ from inat_cnn.sweep.study import (
 # ------------------------------------------------------------------------------- seeds
 
 
-def test_each_clone_mixes_its_own_id_into_the_sampler_seed(tmp_path):
+def test_each_clone_mixes_its_own_id_into_the_tpe_and_random_seeds_not_the_grids(tmp_path):
     ranged = load_sweep(sweep_file(tmp_path, "  train.lr: {low: 1.0e-5, high: 1.0e-1, log: true}\n", "r.yaml"))
     grid = load_sweep(sweep_file(tmp_path, "  train.lr: [0.1, 0.01, 0.001]\n  model.dense_units: [8, 16, 32, 64]\n", "g.yaml"))
     a, b = tmp_path / "a", tmp_path / "b"
     assert clone_seed(0, _me(a)) == clone_seed(0, _me(a)) != clone_seed(0, _me(b))
     assert clone_seed(0, _me(a)) != clone_seed(1, _me(a)) and clone_seed(None, _me(a)) is None
-    # the whole grid (12!) or 3 draws of a continuous range: an accidental match is out of reach
-    for sweep, sampler, jobs in ((ranged, "tpe", 3), (ranged, "random", 3), (grid, "grid", 12)):
-        first = dry_run(sweep, study_name="s", jobs=jobs, sampler=sampler, seed=0, repo=a)
-        assert first == dry_run(sweep, study_name="s", jobs=jobs, sampler=sampler, seed=0, repo=a)  # one clone: reproducible
-        assert first != dry_run(sweep, study_name="s", jobs=jobs, sampler=sampler, seed=0, repo=b), sampler  # another: its own
+    for sampler in ("tpe", "random"):  # 3 draws of a continuous range: an accidental match is out of reach
+        first = dry_run(ranged, study_name="s", jobs=3, sampler=sampler, seed=0, repo=a)
+        assert first == dry_run(ranged, study_name="s", jobs=3, sampler=sampler, seed=0, repo=a)  # one clone: reproducible
+        assert first != dry_run(ranged, study_name="s", jobs=3, sampler=sampler, seed=0, repo=b), sampler  # another: its own
+    # not the grid: trial N takes the N-th configuration of the seed's order, on every machine alike,
+    # so two clones' drivers sharing one study share the grid out (each one left running, as in flight)
+    assert dry_run(grid, study_name="s", jobs=12, sampler="grid", seed=0, repo=a) == \
+        dry_run(grid, study_name="s", jobs=12, sampler="grid", seed=0, repo=b)
+    storage = optuna.storages.InMemoryStorage()
+    studies = [optuna.create_study(study_name="g", storage=storage, sampler=make_sampler("grid", grid, 0, clone=_me(a))),
+               optuna.load_study(study_name="g", storage=storage, sampler=make_sampler("grid", grid, 0, clone=_me(b)))]
+    asked = [studies[i % 2].ask(distributions(grid)).params for i in range(12)]
+    assert len({tuple(sorted(p.items())) for p in asked}) == 12
 
 
 # ------------------------------------------------------------------------------- stale trials

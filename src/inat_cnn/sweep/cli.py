@@ -135,8 +135,8 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     run.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (constant liar; default), random or grid")
     run.add_argument("--pruner", default="hyperband", metavar="P",
                      help=f"{', '.join(PRUNERS)} or below:X (default: hyperband)")
-    run.add_argument("--seed", type=int, default=0, help="the sampler's seed, mixed with this clone's host and path so "
-                     "machines sharing a study draw different sequences (default: 0)")
+    run.add_argument("--seed", type=int, default=0, help="the sampler's seed; tpe's and random's are mixed with this clone's "
+                     "host and path so machines sharing a study draw different sequences (default: 0)")
     run.add_argument("--startup-trials", type=int, default=10, help="tpe: random trials before TPE starts (default: 10)")
     run.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the queue (default: 2)")
     run.add_argument("--stale-after", type=int, default=STALE_AFTER_S, metavar="SECONDS",

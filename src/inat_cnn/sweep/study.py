@@ -107,22 +107,25 @@ def config_of(sweep: Sweep, params: dict[str, Any]) -> dict[str, Any]:
 def clone_seed(seed: int | None, clone: str | None) -> int | None:
     """``seed`` mixed with a clone's id (:func:`_me`: host and path), so that machines sharing a study
     with the same ``--seed`` each draw their own sequence, and one clone draws the same one every
-    time. The grid sampler too: it picks at random among the configurations nobody has started, and
-    two drivers asking at once with one seed would pick the same."""
+    time (:func:`make_sampler`)."""
     if seed is None or clone is None:
         return seed
     return int.from_bytes(hashlib.sha256(f"{seed}:{clone}".encode()).digest()[:4], "big")
 
 
-def make_sampler(name: str, sweep: Sweep, seed: int | None, startup_trials: int = 10) -> Any:
+def make_sampler(name: str, sweep: Sweep, seed: int | None, startup_trials: int = 10, clone: str | None = None) -> Any:
     """TPE (with ``constant_liar``: the J trials in flight count as bad guesses, so parallel
-    workers do not all try the same region), random, or grid (every combination once)."""
+    workers do not all try the same region), random, or grid (every combination once); the
+    seed of TPE and random is mixed with ``clone`` (:func:`clone_seed`). Not the grid's: trial N
+    takes the N-th configuration of the grid in ``seed``'s order, so the study's trial numbers
+    share the grid out among machines, which works only if every machine orders it alike."""
     import optuna
 
+    mixed = clone_seed(seed, clone)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup_trials)
+        return optuna.samplers.TPESampler(seed=mixed, constant_liar=True, n_startup_trials=startup_trials)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=mixed)
     if name == "grid":
         return _AskTellGrid({k: [_choice(v) for v in vs] for k, vs in sweep.grid().items()}, seed=seed)
     raise UserError(f"--sampler = {name!r}; expected one of {', '.join(SAMPLERS)}")
@@ -425,7 +428,7 @@ def run_sweep(sweep: Sweep, *, repo: Path, study_name: str, storage_url: str | N
         raise UserError(f"--stale-after {stale_after}: at least {MIN_STALE_AFTER_S} (seconds); a driver is busy "
                         "for seconds at a time between heartbeats")
     make_pruner(pruner)
-    built = make_sampler(sampler, sweep, clone_seed(seed, _me(repo)), startup_trials)
+    built = make_sampler(sampler, sweep, seed, startup_trials, clone=_me(repo))
     if sampler == "grid" and trials > sweep.size:
         print(f"note: --trials {trials} > the grid's {sweep.size} configurations: running the grid once")
         trials = int(sweep.size)
@@ -446,8 +449,8 @@ def dry_run(sweep: Sweep, *, study_name: str, jobs: int, sampler: str, seed: int
     optuna = quiet_optuna()
 
     check_study_name(study_name)
-    seed = clone_seed(seed, _me(repo) if repo is not None else None)
-    study = optuna.create_study(sampler=make_sampler(sampler, sweep, seed), direction="maximize" if sweep.goal == "maximize" else "minimize")
+    built = make_sampler(sampler, sweep, seed, clone=_me(repo) if repo is not None else None)
+    study = optuna.create_study(sampler=built, direction="maximize" if sweep.goal == "maximize" else "minimize")
     cmds = []
     for _ in range(jobs):
         trial = study.ask(distributions(sweep))
