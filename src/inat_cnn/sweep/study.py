@@ -154,9 +154,9 @@ def _AskTellGrid(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - a class made
 def connect(url: str, **heartbeat: Any) -> Any:
     """The Optuna storage at ``url`` (``heartbeat``: :func:`heartbeat_settings`, the driver's); one
     line naming the URL when it cannot be opened or reached. Machines that open a new database at
-    the same moment all create Optuna's tables, and all but one fail on a unique constraint: they
-    try again (up to 3 times), and find the tables made."""
-    from sqlalchemy.exc import IntegrityError
+    the same moment all create Optuna's tables, and all but one fail (a unique constraint, "relation
+    already exists"): they try again (up to 3 times), and find the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     try:
         if url.startswith("sqlite:///"):
@@ -166,7 +166,7 @@ def connect(url: str, **heartbeat: Any) -> Any:
                 storage = open_storage(url, **heartbeat)
                 storage.get_all_studies()  # a round trip: an unreachable server fails here
                 break
-            except IntegrityError:
+            except (IntegrityError, ProgrammingError):
                 if attempt == 2:
                     raise
                 time.sleep(1 + attempt)
