@@ -10,7 +10,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -102,9 +103,10 @@ def _postgres_bin() -> Path:
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
+def postgres() -> Iterator[Callable[[str], str]]:
     """A PostgreSQL server of the system's packages, as the postgres user, on a unix socket in a
-    temp folder only (no TCP): the URL of its database ``optuna``. Stopped and removed afterwards."""
+    temp folder only (no TCP): a function that creates a database and returns its URL. Stopped and
+    removed afterwards."""
     bin_dir = _postgres_bin()
     root = Path(tempfile.mkdtemp(prefix="inat-pg-"))  # not under pytest's root-only tmp: postgres must reach it
     shutil.chown(root, "postgres")
@@ -112,16 +114,29 @@ def postgres() -> Iterator[str]:
     run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"], root)
     options = f"-c listen_addresses='' -c unix_socket_directories={root} -c fsync=off"
     run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o", options, "start"], root)
+    def database(name: str) -> str:
+        run([*as_postgres, str(bin_dir / "createdb"), "-h", str(root), name], root)
+        return f"postgresql://postgres@/{name}?host={root}"
+
     try:
-        run([*as_postgres, str(bin_dir / "createdb"), "-h", str(root), "optuna"], root)
-        yield f"postgresql://postgres@/optuna?host={root}"
+        yield database
     finally:
         run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], root, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_machines_opening_a_new_database_at_once_all_connect(postgres):
+    """Each creates Optuna's tables; all but one lose that race (a unique violation, or "relation
+    already exists"), and try again."""
+    url = postgres("fresh")
+    with ThreadPoolExecutor(4) as pool:
+        storages = list(pool.map(lambda _: connect(url, **heartbeat_settings(600)), range(4)))
+    assert all(s.get_all_studies() == [] for s in storages)
+
+
 @pytest.mark.e2e
 def test_two_clones_run_one_study_in_postgresql_and_share_their_experiments(project, postgres, tmp_path):  # noqa: F811
+    storage = postgres("optuna")
     remote, origin = tmp_path / "dvc-remote", tmp_path / "origin.git"
     run(["dvc", "remote", "add", "-d", "shared", str(remote)], project)
     run(["git", "commit", "-qam", "the shared DVC remote"], project)
@@ -133,7 +148,7 @@ def test_two_clones_run_one_study_in_postgresql_and_share_their_experiments(proj
         run(["git", "clone", "-q", str(origin), str(clones[machine])], tmp_path)
         run(["dvc", "pull", "-q", "--with-deps", "prepare"], clones[machine])  # the stages run so far
     file = sweep_file(tmp_path, "  train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n  train.epochs: [1]\n")
-    args = ["inat-cnn", "sweep", "run", str(file), "--study", "mm", "--storage", postgres, "--trials", "2",
+    args = ["inat-cnn", "sweep", "run", str(file), "--study", "mm", "--storage", storage, "--trials", "2",
             "--jobs", "1", "--pruner", "none", "--poll", "1"]  # the same command, the same --seed (0) on both
     start = time.monotonic()
     drivers = {m: subprocess.Popen(args, cwd=c, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -141,7 +156,7 @@ def test_two_clones_run_one_study_in_postgresql_and_share_their_experiments(proj
     outs = {m: d.communicate(timeout=600)[0] for m, d in drivers.items()}
     wall = time.monotonic() - start
     assert all(d.returncode == 0 for d in drivers.values()), outs
-    study = optuna.load_study(study_name="mm", storage=connect(postgres))
+    study = optuna.load_study(study_name="mm", storage=connect(storage))
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], outs
     assert {t.user_attrs["dvc_repo"] for t in trials} == {_me(c) for c in clones.values()}, outs  # one trial each
@@ -158,7 +173,7 @@ def test_two_clones_run_one_study_in_postgresql_and_share_their_experiments(proj
         lock = yaml.safe_load(run(["git", "show", f"{experiment_refs(a)[t.user_attrs['dvc_exp']]}:dvc.lock"], a).stdout)
         md5 = next(o["md5"] for o in lock["stages"]["train_scratch"]["outs"] if o["path"] == "models/scratch.pt")
         assert (a / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).is_file(), t.user_attrs["dvc_exp"]
-    report = inat_cnn(a, "sweep", "report", "--study", "mm", "--storage", postgres).stdout
+    report = inat_cnn(a, "sweep", "report", "--study", "mm", "--storage", storage).stdout
     assert "study mm: 2 trial(s)" in report and "2 experiments used" in report
     assert "Trials: 2 (2 complete)" in (a / "reports/sweep.md").read_text()
     print(f"\ntwo clones, one trial each, one PostgreSQL study: {wall:.1f} s")
