@@ -16,7 +16,7 @@ from .queue import exp_show_json
 from .report import sweep_report
 from .results import DEFAULT_METRIC, metric_label, parse_metric, refuse_test_metric
 from .spec import load_sweep
-from .study import DEFAULT_STORAGE, SAMPLERS
+from .study import DEFAULT_STORAGE, SAMPLERS, STALE_AFTER_S
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -25,13 +25,13 @@ def _cmd_run(args: argparse.Namespace) -> None:
     sweep = load_sweep(args.sweep_file)
     name = args.study or Path(args.sweep_file).stem
     if args.dry_run:
-        for cmd in dry_run(sweep, study_name=name, jobs=args.jobs, sampler=args.sampler, seed=args.seed):
+        for cmd in dry_run(sweep, study_name=name, jobs=args.jobs, sampler=args.sampler, seed=args.seed, repo=Path.cwd()):
             print(f"would queue: {shlex.join(cmd)}")
         return
     study, summary = run_sweep(
         sweep, repo=Path.cwd(), study_name=name, storage_url=args.storage, trials=args.trials, jobs=args.jobs,
         sampler=args.sampler, pruner=args.pruner, seed=args.seed, startup_trials=args.startup_trials,
-        poll_s=args.poll,
+        poll_s=args.poll, stale_after=args.stale_after,
     )
     told = ", ".join(f"{n} {s.lower()}" for s, n in sorted(summary.told.items())) or "nothing new"
     print(f"study {summary.study}: {len(study.trials)} trial(s); this run: {told}")
@@ -142,9 +142,13 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     run.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (constant liar; default), random or grid")
     run.add_argument("--pruner", default="hyperband", metavar="P",
                      help=f"{', '.join(PRUNERS)} or below:X (default: hyperband)")
-    run.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: 0)")
+    run.add_argument("--seed", type=int, default=0, help="the sampler's seed; tpe's and random's are mixed with this clone's "
+                     "host and path so machines sharing a study draw different sequences (default: 0)")
     run.add_argument("--startup-trials", type=int, default=10, help="tpe: random trials before TPE starts (default: 10)")
     run.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the queue (default: 2)")
+    run.add_argument("--stale-after", type=int, default=STALE_AFTER_S, metavar="SECONDS",
+                     help="fail a running trial whose driver (any machine's) sent no heartbeat for this long, and ask "
+                     f"its configuration again (default: {STALE_AFTER_S})")
     run.add_argument("--dry-run", action="store_true", help="print the first J commands the sampler would queue, queue nothing")
     _study_flags(run)
     run.set_defaults(func=_cmd_run)

@@ -83,13 +83,22 @@ def make_pruner(spec: str) -> Any:
     raise UserError(f"--pruner = {spec!r}; expected one of {', '.join(PRUNERS)} or below:X (e.g. below:0.2)")
 
 
-def open_storage(url: str) -> Any:
+def open_storage(url: str, **heartbeat: Any) -> Any:
     """The Optuna storage at ``url`` (an SQLAlchemy URL: sqlite:///..., postgresql://...); SQLite
-    waits up to 60 s for a lock, as the driver and J training processes write to one file."""
+    waits up to 60 s for a lock, as the driver and J training processes write to one file.
+    ``heartbeat``: RDBStorage's ``heartbeat_interval``, ``grace_period`` and
+    ``heartbeat_stale_trial_callback``, which only the sweep's driver sets (an experimental Optuna
+    feature: its warning is silenced)."""
+    import warnings
+
     optuna = quiet_optuna()
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    if url.startswith("postgresql://"):  # psycopg 3 (the postgres extra), whatever SQLAlchemy's default driver
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **heartbeat)
 
 
 def epoch_hook_from_env(environ: dict[str, str] | None = None) -> EpochHook | None:

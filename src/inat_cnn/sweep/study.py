@@ -12,16 +12,26 @@ A killed driver started again with the same study resumes: the trials this clone
 are collected when their experiment finished, followed while it is queued or running, and queued
 again when DVC never heard of it; ``--trials N`` counts every trial of the study (all machines),
 so nothing is run twice.
+
+Several machines, one study: each clone runs the same ``sweep run`` against one shared storage
+(PostgreSQL). Trial numbers are the study's (Optuna numbers them under a lock), so experiment
+names never collide; the sampler's seed is mixed with the clone's id (:func:`clone_seed`), so two
+machines given the same ``--seed`` do not propose the same sequence. Each driver beats a heartbeat
+for its trials in flight (Optuna's RDBStorage heartbeat, on the database's clock); a trial whose
+driver stopped beating for ``--stale-after`` seconds is failed by whichever driver notices, and its
+configuration is asked again (:func:`retry_stale`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +47,11 @@ from .spec import Range, Sweep
 SAMPLERS = ("tpe", "random", "grid")
 DEFAULT_STORAGE = ".optuna/sweeps.db"
 """The default storage, relative to the repository root (git-ignored)."""
+STALE_AFTER_S = 600
+"""--stale-after: seconds without a heartbeat after which another driver's running trial is failed."""
+MIN_STALE_AFTER_S = 30
+"""A driver is busy for seconds at a time (queueing an experiment, starting workers) between beats."""
+RETRY_ATTR = "retry_of"
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _PRIMITIVE = (type(None), bool, int, float, str)
 
@@ -89,15 +104,28 @@ def config_of(sweep: Sweep, params: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def make_sampler(name: str, sweep: Sweep, seed: int | None, startup_trials: int = 10) -> Any:
+def clone_seed(seed: int | None, clone: str | None) -> int | None:
+    """``seed`` mixed with a clone's id (:func:`_me`: host and path), so that machines sharing a study
+    with the same ``--seed`` each draw their own sequence, and one clone draws the same one every
+    time (:func:`make_sampler`)."""
+    if seed is None or clone is None:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:{clone}".encode()).digest()[:4], "big")
+
+
+def make_sampler(name: str, sweep: Sweep, seed: int | None, startup_trials: int = 10, clone: str | None = None) -> Any:
     """TPE (with ``constant_liar``: the J trials in flight count as bad guesses, so parallel
-    workers do not all try the same region), random, or grid (every combination once)."""
+    workers do not all try the same region), random, or grid (every combination once); the
+    seed of TPE and random is mixed with ``clone`` (:func:`clone_seed`). Not the grid's: trial N
+    takes the N-th configuration of the grid in ``seed``'s order, so the study's trial numbers
+    share the grid out among machines, which works only if every machine orders it alike."""
     import optuna
 
+    mixed = clone_seed(seed, clone)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, n_startup_trials=startup_trials)
+        return optuna.samplers.TPESampler(seed=mixed, constant_liar=True, n_startup_trials=startup_trials)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=mixed)
     if name == "grid":
         return _AskTellGrid({k: [_choice(v) for v in vs] for k, vs in sweep.grid().items()}, seed=seed)
     raise UserError(f"--sampler = {name!r}; expected one of {', '.join(SAMPLERS)}")
@@ -123,18 +151,46 @@ def _AskTellGrid(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - a class made
 # ------------------------------------------------------------------------------- the study
 
 
-def connect(url: str) -> Any:
-    """The Optuna storage at ``url``; one line naming the URL when it cannot be opened or reached."""
+def connect(url: str, **heartbeat: Any) -> Any:
+    """The Optuna storage at ``url`` (``heartbeat``: :func:`heartbeat_settings`, the driver's); one
+    line naming the URL when it cannot be opened or reached. Machines that open a new database at
+    the same moment all create Optuna's tables, and all but one fail (a unique constraint, "relation
+    already exists"): they try again (up to 3 times), and find the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
     try:
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(url)
-        storage.get_all_studies()  # a round trip: an unreachable server fails here
+        for attempt in range(3):
+            try:
+                storage = open_storage(url, **heartbeat)
+                storage.get_all_studies()  # a round trip: an unreachable server fails here
+                break
+            except (IntegrityError, ProgrammingError):
+                if attempt == 2:
+                    raise
+                time.sleep(1 + attempt)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy, drivers, sockets: all one message
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--storage {url}: cannot open the Optuna storage ({type(exc).__name__}: {first}); "
-                        "check the URL, the server and its driver (postgresql needs psycopg2)") from None
+                        "check the URL, the server and its driver (postgresql: pip install -e '.[postgres]')") from None
     return storage
+
+
+def heartbeat_settings(stale_after: int) -> dict[str, Any]:
+    """RDBStorage's heartbeat for a driver: a beat about every tenth of ``stale_after`` (1 to 60 s),
+    a running trial stale after ``stale_after`` s without one, and :func:`retry_stale` then."""
+    return {"heartbeat_interval": max(1, min(60, stale_after // 10)), "grace_period": stale_after,
+            "heartbeat_stale_trial_callback": retry_stale}
+
+
+def retry_stale(study: Any, trial: Any) -> None:
+    """Optuna calls this for each trial it failed as stale (its driver stopped beating): the same
+    configuration is queued in the study (a waiting trial, the next one asked, anywhere), marked
+    ``retry_of`` so the stale one does not count towards ``--trials``."""
+    study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
+    print(f"trial {trial.number} ({trial.user_attrs.get('dvc_exp')}, driven by {trial.user_attrs.get('dvc_repo')}): "
+          "no heartbeat from its driver: failed as stale; its configuration is asked again", flush=True)
 
 
 def _space_attr(sweep: Sweep) -> str:
@@ -205,6 +261,8 @@ class Driver:
         self.study, self.storage, self.sweep, self.repo, self.jobs = study, storage, sweep, Path(repo), jobs
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.poll_s, self.status_every_s = poll_s, status_every_s
+        self.beat_every = storage.get_heartbeat_interval()  # None: no heartbeats (a storage opened without)
+        self.last_beat = -math.inf
         self.me = _me(repo)
         self.env = dict(os.environ, **{STORAGE_ENV: storage_url, STUDY_ENV: study.study_name})
         self.log = self.repo / ".dvc/tmp/inat-cnn-sweep-queue.log"
@@ -232,14 +290,39 @@ class Driver:
             queue_experiment(config_of(self.sweep, t.params), repo=self.repo, name=name, targets=self.sweep.targets)
             self.summary.requeued.append(name)
 
+    # -- heartbeats
+
+    def beat(self, force: bool = False) -> None:
+        """A heartbeat for each trial in flight (every ``heartbeat_interval`` s): they are alive."""
+        if self.beat_every is None or not (force or time.monotonic() - self.last_beat >= self.beat_every):
+            return
+        for number in self.in_flight:
+            self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number))
+        self.last_beat = time.monotonic()
+
+    def reap(self) -> None:
+        """Fail the running trials whose driver stopped beating (:func:`retry_stale` re-asks them);
+        this driver's own just beat."""
+        import optuna
+
+        if self.beat_every is None:
+            return
+        self.beat(force=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
     # -- asking and telling
 
     def ask(self) -> None:
-        trial = self.study.ask(distributions(self.sweep))
+        with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": this driver beats
+            warnings.simplefilter("ignore", UserWarning)
+            trial = self.study.ask(distributions(self.sweep))
         name = trial_name(self.study.study_name, trial.number)
+        self.in_flight[trial.number] = name
+        self.beat(force=True)  # from its first moment: a driver that dies now leaves a trial that goes stale
         trial.set_user_attr("dvc_exp", name)
         trial.set_user_attr("dvc_repo", self.me)
-        self.in_flight[trial.number] = name
         config = config_of(self.sweep, trial.params)
         try:
             cmd = queue_experiment(config, repo=self.repo, name=name, targets=self.sweep.targets)
@@ -253,6 +336,11 @@ class Driver:
     def tell(self, number: int, state: str, value: float | None = None, **attrs: Any) -> None:
         name = self.in_flight.pop(number)
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        was = self.storage.get_trial(trial_id).state
+        if was.is_finished():  # failed as stale by another driver while this one was away
+            print(f"trial {number} ({name}): {state.lower()}, but the study has it {was.name.lower()} already "
+                  "(no heartbeat for too long): not told", flush=True)
+            return
         for key, val in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, val)
         self.study.tell(number, value if state == "COMPLETE" else None, state=_state(state))
@@ -291,10 +379,14 @@ class Driver:
                     self.tell(number, "FAIL", fail_reason=f"the experiment failed: dvc queue logs {name}")
 
     def count(self) -> int:
-        return len(self.study.get_trials(deepcopy=False))
+        """The study's trials towards ``--trials``: all but the waiting ones and those asked again."""
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get(RETRY_ATTR) for t in trials}
+        return sum(1 for t in trials if t.state != _state("WAITING") and t.number not in retried)
 
     def run(self, trials: int) -> RunSummary:
         self.adopt()
+        self.reap()
         started = False
         last_status = 0.0
         while True:
@@ -308,10 +400,12 @@ class Driver:
             if not self.in_flight:
                 return self.summary
             time.sleep(self.poll_s)
+            self.beat()
             now = time.monotonic()
             with_status = now - last_status >= self.status_every_s
             if with_status:
                 last_status = now
+                self.reap()
             self.poll(with_status)
 
 
@@ -323,20 +417,23 @@ def _state(name: str) -> Any:
 
 def run_sweep(sweep: Sweep, *, repo: Path, study_name: str, storage_url: str | None, trials: int, jobs: int,
               sampler: str = "tpe", pruner: str = "hyperband", seed: int | None = None, startup_trials: int = 10,
-              poll_s: float = 2.0) -> tuple[Any, RunSummary]:
+              poll_s: float = 2.0, stale_after: int = STALE_AFTER_S) -> tuple[Any, RunSummary]:
     """Run (or resume) ``study_name`` until it holds ``trials`` trials, ``jobs`` at a time. Every
     input is checked (study name, numbers, sampler, pruner, the storage, the swept keys) before
     anything is queued."""
     check_study_name(study_name)
     if trials < 1 or jobs < 1:
         raise UserError(f"--trials {trials} --jobs {jobs}: both must be positive")
+    if stale_after < MIN_STALE_AFTER_S:
+        raise UserError(f"--stale-after {stale_after}: at least {MIN_STALE_AFTER_S} (seconds); a driver is busy "
+                        "for seconds at a time between heartbeats")
     make_pruner(pruner)
-    built = make_sampler(sampler, sweep, seed, startup_trials)
+    built = make_sampler(sampler, sweep, seed, startup_trials, clone=_me(repo))
     if sampler == "grid" and trials > sweep.size:
         print(f"note: --trials {trials} > the grid's {sweep.size} configurations: running the grid once")
         trials = int(sweep.size)
     url = storage_url or default_storage_url(repo)
-    storage = connect(url)
+    storage = connect(url, **heartbeat_settings(stale_after))
     check_params_known(sweep, repo)
     study = open_study(sweep, study_name, storage, sampler=built, pruner=pruner)
     print(f"study {study_name} at {url}: {len(study.trials)} trial(s) so far; up to {trials}, {jobs} at a time "
@@ -345,12 +442,15 @@ def run_sweep(sweep: Sweep, *, repo: Path, study_name: str, storage_url: str | N
     return study, driver.run(trials)
 
 
-def dry_run(sweep: Sweep, *, study_name: str, jobs: int, sampler: str, seed: int | None) -> list[list[str]]:
-    """The first ``jobs`` commands the sampler would queue (an in-memory study; nothing is queued)."""
+def dry_run(sweep: Sweep, *, study_name: str, jobs: int, sampler: str, seed: int | None,
+            repo: Path | None = None) -> list[list[str]]:
+    """The first ``jobs`` commands the sampler would queue (an in-memory study; nothing is queued),
+    with the seed mixed as ``sweep run`` in ``repo`` mixes it (none without a repo)."""
     optuna = quiet_optuna()
 
     check_study_name(study_name)
-    study = optuna.create_study(sampler=make_sampler(sampler, sweep, seed), direction="maximize" if sweep.goal == "maximize" else "minimize")
+    built = make_sampler(sampler, sweep, seed, clone=_me(repo) if repo is not None else None)
+    study = optuna.create_study(sampler=built, direction="maximize" if sweep.goal == "maximize" else "minimize")
     cmds = []
     for _ in range(jobs):
         trial = study.ask(distributions(sweep))
