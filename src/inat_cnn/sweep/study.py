@@ -283,7 +283,12 @@ class Driver:
         for t in mine:
             name = trial_name(self.study.study_name, t.number)
             self.in_flight[t.number] = name
-            if name in refs or status.get(name) in ("Queued", "Running", "Failed", "Success"):
+            for _ in range(2):  # `dvc queue status` lists running, then queued entries: one that starts in between
+                if name in refs or name in status:  # is in neither, so look again before queueing it twice
+                    break
+                time.sleep(1.0)
+                status, refs = queue_status(self.repo), experiment_refs(self.repo)
+            if name in refs or name in status:
                 print(f"resuming: trial {t.number} ({name}) is {'finished' if name in refs else status[name].lower()}", flush=True)
                 continue
             print(f"resuming: trial {t.number} ({name}) was never queued or its queue entry is gone: queueing it again", flush=True)
