@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..core.errors import UserError
-from ..evaluation.compare import ModelFiles, read_json
+from ..evaluation.compare import ModelFiles, read_curve, read_json
 
 # the figures of plots/<model>/ in the order the page shows them, with their captions
 MODEL_FIGURES = (
@@ -82,8 +82,6 @@ def model_record(sources: ReportSources, name: str) -> dict[str, Any]:
 
 
 def _curve(tsv: Path) -> list[float]:
-    from ..evaluation.compare import read_curve
-
     return read_curve(tsv) if tsv.is_file() else []
 
 
