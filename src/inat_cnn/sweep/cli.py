@@ -37,7 +37,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(f"study {summary.study}: {len(study.trials)} trial(s); this run: {told}")
     _print_best(study)
     if any(t.state.name == "COMPLETE" for t in study.trials):  # the study's report, for `dvc repro report`
-        _write_report(study, sweep, sweep.metric, sweep.goal, Path("plots/sweep"), Path("reports/sweep.md"), top=10)
+        try:
+            _write_report(study, sweep, sweep.metric, sweep.goal, Path("plots/sweep"), Path("reports/sweep.md"), top=10)
+        except UserError as exc:  # the study is done either way: e.g. `dvc exp show` tripped over another run's files
+            print(f"the sweep report could not be written now ({exc}); run `inat-cnn sweep report`", flush=True)
 
 
 def _print_best(study) -> None:
