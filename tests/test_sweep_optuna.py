@@ -274,3 +274,37 @@ def test_a_killed_driver_started_again_resumes_without_duplicates(project, tmp_p
     assert sorted(t.params["train.lr"] for t in study.trials) == [1e-3, 1e-2]  # no duplicate, no third trial
     found = exps(project)
     assert {n for n in found if n.startswith("kr-")} == {"kr-t0", "kr-t1"}
+
+
+@pytest.mark.e2e
+def test_a_trial_whose_queue_worker_dies_is_queued_again_and_completes(project, tmp_path):
+    """DVC's queue keeps an entry "Running" forever when the worker that took it dies, or stops as it
+    takes it (it does not put the message back): the driver sees that nothing runs it and queues it again."""
+    file = sweep_file(tmp_path, "  train.lr: [1.0e-3]\n  train.epochs: [1]\n")
+    args = ["inat-cnn", "sweep", "run", str(file), "--study", "wd", "--trials", "1", "--jobs", "1",
+            "--sampler", "grid", "--pruner", "none", "--poll", "1"]
+    runs, workers = project / ".dvc/tmp/exps/run", project / ".dvc/tmp/exps/celery"
+    before = set(runs.glob("*/*.json"))
+    driver = subprocess.Popen(args, cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not set(runs.glob("*/*.json")) - before:  # the trial's `dvc exp exec-run` started
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
+        time.sleep(0.2)
+    killed = 0
+    for info in workers.glob("dvc-exp-worker-*.json"):
+        data = json.loads(info.read_text())
+        if data["returncode"] is None:
+            try:  # the worker, its experiment and dvc-task's wrapper around them: one process group
+                os.killpg(os.getpgid(data["pid"]), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    assert killed
+    out, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, out
+    assert "trial 0 (wd-t0): DVC's queue lost it" in out and "queueing it again" in out, out
+    assert [t.state.name for t in load(project, "wd").trials] == ["COMPLETE"], out
+    shown = parse_exp_show(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
+    assert sorted(e.status for e in shown if e.name == "wd-t0") == ["failed", "success"]  # the lost entry marked
+    queue = run(["dvc", "queue", "status"], project).stdout.splitlines()  # failed, not "Running" for ever
+    assert sorted(line.split()[-1] for line in queue if " wd-t0 " in line) == ["Failed", "Success"], queue

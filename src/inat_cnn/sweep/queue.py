@@ -2,7 +2,8 @@
 
 :func:`queue_experiment` queues one ``dvc exp run --queue -n NAME -S key=value ...``
 (:func:`format_value` writes each value), :func:`start_workers` runs ``dvc queue start``,
-:func:`queue_status` and :func:`experiment_refs` tell what became of each experiment, and
+:func:`queue_tasks` and :func:`experiment_refs` tell what became of each experiment
+(:func:`executor_alive` and :func:`workers_alive` whether anything still runs it), and
 :func:`exp_show_json` reads the results back (``dvc exp show --json``) for the report. Which
 configurations to try is Optuna's business (:mod:`.study`).
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ import yaml
 from ..core.errors import UserError
 
 _PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
+_RUN_DIR = ".dvc/tmp/exps/run"  # DVC's queue: one folder per running experiment (dvc-task's process files)
+_WORKER_DIR = ".dvc/tmp/exps/celery"  # and the queue workers' process files
 
 
 # ------------------------------------------------------------------------------------- queueing
@@ -116,13 +121,66 @@ def start_workers(repo: Path, jobs: int, env: dict[str, str], log: Path) -> None
 
 
 QUEUE_STATES = ("Queued", "Running", "Success", "Failed")
+_RANK = {"Failed": 0, "Queued": 1, "Running": 2, "Success": 3}
 
 
-def queue_status(repo: Path) -> dict[str, str]:
-    """Experiment name -> Queued | Running | Success | Failed, from ``dvc queue status``."""
+@dataclass(frozen=True)
+class Task:
+    """One entry of ``dvc queue status``: its task (the stash commit's first 7 hex digits, as
+    printed), the experiment's name and its state (one of :data:`QUEUE_STATES`)."""
+
+    rev: str
+    name: str
+    status: str
+
+
+def queue_tasks(repo: Path) -> list[Task]:
+    """The queue's entries, from ``dvc queue status``."""
     out = dvc(["queue", "status"], repo, "reading the queue")
     rows = [line.split() for line in out.splitlines()]  # task, name, created (06:22 PM), status
-    return {r[1]: r[-1] for r in rows if len(r) >= 4 and r[-1] in QUEUE_STATES}
+    return [Task(r[0], r[1], r[-1]) for r in rows if len(r) >= 4 and r[-1] in QUEUE_STATES]
+
+
+def status_by_name(tasks: list[Task], ignore: Collection[str] = ()) -> dict[str, Task]:
+    """Each name's entry, leaving out the tasks in ``ignore``; where a name has several (one queued
+    again after DVC's queue lost the first), the most advanced: Success, Running, Queued, Failed."""
+    found: dict[str, Task] = {}
+    for task in tasks:
+        best = found.get(task.name)
+        if task.rev not in ignore and (best is None or _RANK[task.status] >= _RANK[best.status]):
+            found[task.name] = task
+    return found
+
+
+def _alive(info: Path) -> bool | None:
+    """Whether the process a dvc-task ``<name>.json`` describes still runs; None where there is no such file."""
+    try:
+        data = json.loads(info.read_text())
+        pid = int(data["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if data.get("returncode") is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def executor_alive(repo: Path, rev: str) -> bool | None:
+    """Whether task ``rev``'s ``dvc exp exec-run`` process runs (True), ran and ended (False), or was
+    never started (None): DVC's queue keeps it in ``.dvc/tmp/exps/run/<stash rev>/<stash rev>.json``."""
+    states = [_alive(d / f"{d.name}.json") for d in (Path(repo) / _RUN_DIR).glob(f"{rev}*") if d.is_dir()]
+    return True if True in states else (False if False in states else None)
+
+
+def workers_alive(repo: Path) -> bool:
+    """Whether any of the repository's ``dvc exp queue-worker`` processes runs (from the files
+    dvc-task keeps beside them, not celery's broadcast, which a busy machine fails to answer in time)."""
+    return any(_alive(info) for info in (Path(repo) / _WORKER_DIR).glob("dvc-exp-worker-*.json"))
 
 
 def experiment_refs(repo: Path) -> dict[str, str]:

@@ -40,7 +40,10 @@ from ..core.errors import UserError
 from .pruning import (
     EPOCH_KEY_ATTR, PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, make_pruner, open_storage, quiet_optuna, trial_name,
 )
-from .queue import dvc, experiment_refs, json_at, queue_command, queue_experiment, queue_status, start_workers
+from .queue import (
+    Task, dvc, executor_alive, experiment_refs, json_at, queue_command, queue_experiment, queue_tasks, start_workers,
+    status_by_name, workers_alive,
+)
 from .results import parse_metric, reported_test_metric
 from .spec import Range, Sweep
 
@@ -51,6 +54,9 @@ STALE_AFTER_S = 600
 """--stale-after: seconds without a heartbeat after which another driver's running trial is failed."""
 MIN_STALE_AFTER_S = 30
 """A driver is busy for seconds at a time (queueing an experiment, starting workers) between beats."""
+LOST_AFTER_S = 90.0
+"""Seconds a queue entry may stay "Running" with no process running it (a worker sets an experiment up
+before it starts, and collects it after) before the driver takes it as lost and queues it again."""
 RETRY_ATTR = "retry_of"
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _PRIMITIVE = (type(None), bool, int, float, str)
@@ -257,16 +263,18 @@ class Driver:
     """Keeps ``jobs`` trials in flight until the study holds ``trials`` finished ones."""
 
     def __init__(self, study: Any, storage: Any, sweep: Sweep, repo: Path, storage_url: str, *, jobs: int,
-                 poll_s: float = 2.0, status_every_s: float = 6.0) -> None:
+                 poll_s: float = 2.0, status_every_s: float = 6.0, lost_after_s: float = LOST_AFTER_S) -> None:
         self.study, self.storage, self.sweep, self.repo, self.jobs = study, storage, sweep, Path(repo), jobs
         self.study_id = storage.get_study_id_from_name(study.study_name)
-        self.poll_s, self.status_every_s = poll_s, status_every_s
+        self.poll_s, self.status_every_s, self.lost_after_s = poll_s, status_every_s, lost_after_s
         self.beat_every = storage.get_heartbeat_interval()  # None: no heartbeats (a storage opened without)
         self.last_beat = -math.inf
         self.me = _me(repo)
         self.env = dict(os.environ, **{STORAGE_ENV: storage_url, STUDY_ENV: study.study_name})
         self.log = self.repo / ".dvc/tmp/inat-cnn-sweep-queue.log"
         self.in_flight: dict[int, str] = {}  # trial number -> experiment name
+        self.lost: set[str] = set()  # queue tasks given up on (see stuck)
+        self.suspects: dict[str, float] = {}  # queue task -> when first seen "Running" with nothing running it
         self.summary = RunSummary(study.study_name, storage_url)
 
     # -- resuming
@@ -279,21 +287,48 @@ class Driver:
                 if t.user_attrs.get("dvc_repo") == self.me]
         if not mine:
             return
-        refs, status = experiment_refs(self.repo), queue_status(self.repo)
+        refs, tasks = experiment_refs(self.repo), status_by_name(queue_tasks(self.repo))
         for t in mine:
             name = trial_name(self.study.study_name, t.number)
             self.in_flight[t.number] = name
             for _ in range(2):  # `dvc queue status` lists running, then queued entries: one that starts in between
-                if name in refs or name in status:  # is in neither, so look again before queueing it twice
+                if name in refs or name in tasks:  # is in neither, so look again before queueing it twice
                     break
                 time.sleep(1.0)
-                status, refs = queue_status(self.repo), experiment_refs(self.repo)
-            if name in refs or name in status:
-                print(f"resuming: trial {t.number} ({name}) is {'finished' if name in refs else status[name].lower()}", flush=True)
+                tasks, refs = status_by_name(queue_tasks(self.repo)), experiment_refs(self.repo)
+            if name in refs or name in tasks:
+                print(f"resuming: trial {t.number} ({name}) is {'finished' if name in refs else tasks[name].status.lower()}", flush=True)
                 continue
             print(f"resuming: trial {t.number} ({name}) was never queued or its queue entry is gone: queueing it again", flush=True)
-            queue_experiment(config_of(self.sweep, t.params), repo=self.repo, name=name, targets=self.sweep.targets)
-            self.summary.requeued.append(name)
+            self.requeue(name, t.params)
+
+    def requeue(self, name: str, params: dict[str, Any]) -> None:
+        queue_experiment(config_of(self.sweep, params), repo=self.repo, name=name, targets=self.sweep.targets)
+        self.summary.requeued.append(name)
+
+    def stuck(self, task: Task) -> bool:
+        """Whether a "Running" entry is one that nothing runs: a worker took it as it shut down (DVC's
+        queue does not put such a message back) or died. True once no experiment process has run it
+        for ``lost_after_s`` seconds, or at a second look when no queue worker is left at all."""
+        if executor_alive(self.repo, task.rev):
+            self.suspects.pop(task.rev, None)
+            return False
+        now = time.monotonic()
+        since = self.suspects.setdefault(task.rev, now)
+        return now - since >= self.lost_after_s or (now > since and not workers_alive(self.repo))
+
+    def recover(self, number: int, name: str, task: Task) -> None:
+        """A lost trial queued again under its name; DVC is told to mark the lost entry failed."""
+        print(f"trial {number} ({name}): DVC's queue lost it (task {task.rev} is 'Running' but no process runs it): "
+              "queueing it again", flush=True)
+        self.lost.add(task.rev)
+        try:
+            dvc(["queue", "kill", task.rev], self.repo, f"marking the lost task {task.rev} failed")
+        except UserError:
+            pass  # the entry stays "Running" in `dvc queue status`; this driver ignores it either way
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        self.requeue(name, self.storage.get_trial(trial_id).params)
+        start_workers(self.repo, self.jobs, self.env, self.log)
 
     # -- heartbeats
 
@@ -377,11 +412,18 @@ class Driver:
         for number, name in list(self.in_flight.items()):
             if name in refs:
                 self.collect(number, refs[name])
-        if with_status and self.in_flight:
-            status = queue_status(self.repo)
-            for number, name in list(self.in_flight.items()):
-                if status.get(name) == "Failed":
-                    self.tell(number, "FAIL", fail_reason=f"the experiment failed: dvc queue logs {name}")
+        if not (with_status and self.in_flight):
+            return
+        tasks = status_by_name(queue_tasks(self.repo), self.lost)
+        for number, name in list(self.in_flight.items()):
+            task = tasks.get(name)
+            if task is not None and task.status == "Failed":
+                self.tell(number, "FAIL", fail_reason=f"the experiment failed: dvc queue logs {name}")
+            elif task is not None and task.status == "Running" and self.stuck(task):
+                self.recover(number, name, task)
+        waiting = any(tasks[n].status == "Queued" for n in self.in_flight.values() if n in tasks)
+        if waiting and not workers_alive(self.repo):  # the last worker stopped as this driver queued
+            start_workers(self.repo, self.jobs, self.env, self.log)
 
     def count(self) -> int:
         """The study's trials towards ``--trials``: all but the waiting ones and those asked again."""
