@@ -13,7 +13,7 @@
    pruner says so. Epochs are counted until a completed trial's best validation accuracy is within
    ``--within`` of the grid's best (a pruned trial is never ranked, as in ``sweep report``), or
    until the study has spent as many epochs as the grid (never reached). A configuration proposed
-   twice is trained twice, as ``inat-cnn sweep run`` does.
+   again costs no epoch and repeats its first outcome: DVC's run cache restores it in a real sweep.
 
 Prints, per strategy (TPE + Hyperband, TPE, random + Hyperband, random), the median epochs to the
 target over ``--seeds`` sampler seeds, how many seeds never reached it, and the ratio to the grid's
@@ -164,7 +164,10 @@ def curves_for(configs: list[dict], epochs: int, data: Path, verify: int, jobs: 
 
 def replay(space: dict[str, list], curves: dict[str, list[float]], sampler: str, pruner: str, seed: int,
            target: float, budget: int) -> int | None:
-    """Epochs a study spends until a completed trial reaches ``target`` (None: not within ``budget``)."""
+    """Epochs a study spends until a completed trial reaches ``target`` (None: not within ``budget``).
+    A configuration proposed again after a finished trial of it costs no epoch and repeats that
+    trial's outcome: DVC's run cache restores the training stage (its metrics say complete, or
+    pruned), and the trial reports no epoch, as in ``inat-cnn sweep run``."""
     from inat_cnn.sweep.pruning import quiet_optuna
     from inat_cnn.sweep.spec import Sweep
     from inat_cnn.sweep.study import config_of, distributions, make_sampler, open_study
@@ -173,11 +176,16 @@ def replay(space: dict[str, list], curves: dict[str, list[float]], sampler: str,
     sweep = Sweep(params=space)
     # a fixed name: Hyperband puts a trial in a bracket by hashing the study's name and trial number
     study = open_study(sweep, "sweep_search", None, sampler=make_sampler(sampler, sweep, seed), pruner=pruner)
-    spent = 0
-    while spent < budget:
+    spent, ran = 0, {}  # configuration -> (state, value) of its first finished trial
+    for _ in range(50 * len(curves)):  # a sampler that only proposes restored configurations gets nowhere
+        if spent >= budget:
+            break
         trial = study.ask(distributions(sweep))
-        curve = curves[json.dumps(config_of(sweep, trial.params), sort_keys=True)]
-        pruned = False
+        key = json.dumps(config_of(sweep, trial.params), sort_keys=True)
+        if key in ran:
+            study.tell(trial.number, ran[key][1], state=ran[key][0])
+            continue
+        curve, pruned = curves[key], False
         for epoch, acc in enumerate(curve, 1):
             spent += 1
             trial.report(acc, epoch)
@@ -185,8 +193,10 @@ def replay(space: dict[str, list], curves: dict[str, list[float]], sampler: str,
                 pruned = True
                 break
         if pruned:
-            study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
+            ran[key] = (optuna.trial.TrialState.PRUNED, None)
+            study.tell(trial.number, state=ran[key][0])
             continue
+        ran[key] = (optuna.trial.TrialState.COMPLETE, max(curve))
         study.tell(trial.number, max(curve))
         if max(curve) >= target:
             return spent

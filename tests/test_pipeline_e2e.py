@@ -247,3 +247,15 @@ def test_the_report_opens_in_a_real_browser_with_every_image_and_no_request_out(
     assert problems == []
     assert len(sections) == 6 and sections[-1] == "Provenance", sections  # data, A, B, comparison, calibration, provenance
     assert (tmp_path / "report.png").stat().st_size > 100_000
+
+
+def test_a_configuration_trained_before_is_restored_from_the_run_cache_not_trained_again(repo: Path):
+    """DVC saves a stage to its run cache only when every out that is not a metric or plot is cached
+    (a `cache: false` dvclive folder kept training out of it): a sweep's repeated configuration is free."""
+    committed = md5s(repo, ["models/scratch.pt", "metrics/train_scratch.json", "dvclive/train_scratch"])
+    set_params(repo, {"train.lr": 0.002})
+    assert ran(run(["dvc", "repro", "train_scratch"], repo).stdout) == ["train_scratch"]
+    run(["git", "checkout", "-q", "--", "params.yaml"], repo)
+    out = run(["dvc", "repro", "train_scratch"], repo).stdout
+    assert ran(out) == [] and "Stage 'train_scratch' is cached - skipping run, checking out outputs" in out, out
+    assert md5s(repo, ["models/scratch.pt", "metrics/train_scratch.json", "dvclive/train_scratch"]) == committed

@@ -277,12 +277,13 @@ def test_a_killed_driver_started_again_resumes_without_duplicates(project, tmp_p
 
 
 @pytest.mark.e2e
-def test_a_trial_whose_queue_worker_dies_is_queued_again_and_completes(project, tmp_path):
+def test_a_trial_whose_queue_worker_dies_is_queued_again_and_a_repeated_configuration_is_restored(project, tmp_path):
     """DVC's queue keeps an entry "Running" forever when the worker that took it dies, or stops as it
-    takes it (it does not put the message back): the driver sees that nothing runs it and queues it again."""
-    file = sweep_file(tmp_path, "  train.lr: [1.0e-3]\n  train.epochs: [1]\n")
-    args = ["inat-cnn", "sweep", "run", str(file), "--study", "wd", "--trials", "1", "--jobs", "1",
-            "--sampler", "grid", "--pruner", "none", "--poll", "1"]
+    takes it (it does not put the message back): the driver sees that nothing runs it and queues it
+    again. The sampler then proposes the same configuration (a space of one): DVC's run cache restores it."""
+    file = sweep_file(tmp_path, "  train.lr: [5.0e-4]\n  train.epochs: [1]\n")  # no other test trains this one
+    args = ["inat-cnn", "sweep", "run", str(file), "--study", "wd", "--trials", "2", "--jobs", "1",
+            "--sampler", "random", "--pruner", "none", "--poll", "1"]
     runs, workers = project / ".dvc/tmp/exps/run", project / ".dvc/tmp/exps/celery"
     before = set(runs.glob("*/*.json"))
     driver = subprocess.Popen(args, cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -303,7 +304,11 @@ def test_a_trial_whose_queue_worker_dies_is_queued_again_and_completes(project, 
     out, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, out
     assert "trial 0 (wd-t0): DVC's queue lost it" in out and "queueing it again" in out, out
-    assert [t.state.name for t in load(project, "wd").trials] == ["COMPLETE"], out
+    first, again = load(project, "wd").trials
+    assert [first.state.name, again.state.name] == ["COMPLETE", "COMPLETE"] and first.value == again.value, out
+    assert first.user_attrs["epochs_run"] == 1 and "restored" not in first.user_attrs and list(first.intermediate_values) == [1]
+    assert again.user_attrs["epochs_run"] == 0 and again.user_attrs["restored"] and not again.intermediate_values
+    assert "trial 1 (wd-t1): complete" in out and "restored from DVC's run cache" in out, out
     shown = parse_exp_show(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
     assert sorted(e.status for e in shown if e.name == "wd-t0") == ["failed", "success"]  # the lost entry marked
     queue = run(["dvc", "queue", "status"], project).stdout.splitlines()  # failed, not "Running" for ever

@@ -386,11 +386,14 @@ class Driver:
         self.study.tell(number, value if state == "COMPLETE" else None, state=_state(state))
         self.summary.told[state] = self.summary.told.get(state, 0) + 1
         shown = f" = {value:.4g}" if value is not None and state != "FAIL" else ""
-        print(f"trial {number} ({name}): {state.lower()}{shown}" + (f" after epoch {attrs['pruned_after_epoch']}" if state == "PRUNED" else ""),
+        print(f"trial {number} ({name}): {state.lower()}{shown}" + (f" after epoch {attrs['pruned_after_epoch']}" if state == "PRUNED" else "")
+              + (" (restored from DVC's run cache: this configuration ran before; no epoch trained)" if attrs.get("restored") else ""),
               flush=True)
 
     def collect(self, number: int, rev: str) -> None:
-        """An experiment DVC committed: its metric told back (pruned or complete)."""
+        """An experiment DVC committed: its metric told back (pruned or complete). A configuration
+        run before (by any trial, or outside the study) is restored from DVC's run cache: the same
+        result, no epoch trained (``restored``, ``epochs_run`` 0)."""
         file, key = parse_metric(self.sweep.metric)
         data = json_at(self.repo, rev, file)
         node: Any = data
@@ -399,7 +402,10 @@ class Driver:
         value = float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node) else None
         epochs = data.get("epochs_run") if isinstance(data, dict) else None
         pruned = data.get("pruned_after_epoch") if isinstance(data, dict) else None
-        attrs = {"dvc_rev": rev, "epochs_run": epochs}
+        attrs: dict[str, Any] = {"dvc_rev": rev, "epochs_run": epochs}
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        if epochs and not self.storage.get_trial(trial_id).intermediate_values:  # a trial reports each epoch it
+            attrs.update(epochs_run=0, restored=True)  # trains: none, so DVC restored a configuration run before
         if pruned is not None:
             self.tell(number, "PRUNED", value, pruned_after_epoch=pruned, **attrs)
         elif value is None:
