@@ -275,6 +275,7 @@ class Driver:
         self.in_flight: dict[int, str] = {}  # trial number -> experiment name
         self.lost: set[str] = set()  # queue tasks given up on (see stuck)
         self.suspects: dict[str, float] = {}  # queue task -> when first seen "Running" with nothing running it
+        self.unserved = False  # a trial was queued with no worker to run it, at the last look
         self.summary = RunSummary(study.study_name, storage_url)
 
     # -- resuming
@@ -428,8 +429,10 @@ class Driver:
             elif task is not None and task.status == "Running" and self.stuck(task):
                 self.recover(number, name, task)
         waiting = any(tasks[n].status == "Queued" for n in self.in_flight.values() if n in tasks)
-        if waiting and not workers_alive(self.repo):  # the last worker stopped as this driver queued
+        unserved = waiting and not workers_alive(self.repo)  # the last worker stopped as this driver queued;
+        if unserved and self.unserved:  # at a second look: one just started has not written its process file
             start_workers(self.repo, self.jobs, self.env, self.log)
+        self.unserved = unserved
 
     def count(self) -> int:
         """The study's trials towards ``--trials``: all but the waiting ones and those asked again."""
