@@ -13,6 +13,10 @@ are collected when their experiment finished, followed while it is queued or run
 again when DVC never heard of it; ``--trials N`` counts every trial of the study (all machines),
 so nothing is run twice.
 
+DVC's queue can lose an entry (a worker that stops as it takes it does not put it back: the entry
+stays "Running" for ever); the driver watches the queue's process files and queues such a trial
+again (:meth:`Driver.stuck`, :meth:`Driver.recover`).
+
 Several machines, one study: each clone runs the same ``sweep run`` against one shared storage
 (PostgreSQL). Trial numbers are the study's (Optuna numbers them under a lock), so experiment
 names never collide; the sampler's seed is mixed with the clone's id (:func:`clone_seed`), so two
