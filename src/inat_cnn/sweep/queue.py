@@ -152,13 +152,13 @@ def status_by_name(tasks: list[Task], ignore: Collection[str] = ()) -> dict[str,
     return found
 
 
-def _alive(info: Path) -> bool | None:
-    """Whether the process a dvc-task ``<name>.json`` describes still runs; None where there is no such file."""
+def _alive(info: Path) -> bool:
+    """Whether the process a dvc-task ``<name>.json`` describes runs (not when the file is absent)."""
     try:
         data = json.loads(info.read_text())
         pid = int(data["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return False
     if data.get("returncode") is not None:
         return False
     try:
@@ -170,11 +170,10 @@ def _alive(info: Path) -> bool | None:
     return True
 
 
-def executor_alive(repo: Path, rev: str) -> bool | None:
-    """Whether task ``rev``'s ``dvc exp exec-run`` process runs (True), ran and ended (False), or was
-    never started (None): DVC's queue keeps it in ``.dvc/tmp/exps/run/<stash rev>/<stash rev>.json``."""
-    states = [_alive(d / f"{d.name}.json") for d in (Path(repo) / _RUN_DIR).glob(f"{rev}*") if d.is_dir()]
-    return True if True in states else (False if False in states else None)
+def executor_alive(repo: Path, rev: str) -> bool:
+    """Whether task ``rev``'s ``dvc exp exec-run`` process runs (not before the queue starts it, nor
+    after it ends): DVC's queue keeps it in ``.dvc/tmp/exps/run/<stash rev>/<stash rev>.json``."""
+    return any(_alive(d / f"{d.name}.json") for d in (Path(repo) / _RUN_DIR).glob(f"{rev}*"))
 
 
 def workers_alive(repo: Path) -> bool:

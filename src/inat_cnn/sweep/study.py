@@ -426,6 +426,8 @@ class Driver:
         if not (with_status and self.in_flight):
             return
         tasks = status_by_name(queue_tasks(self.repo), self.lost)
+        running = {t.rev for t in tasks.values() if t.status == "Running"}
+        self.suspects = {rev: since for rev, since in self.suspects.items() if rev in running}  # the others moved on
         for number, name in list(self.in_flight.items()):
             task = tasks.get(name)
             if task is not None and task.status == "Failed":
