@@ -37,10 +37,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
+from photos import DEFAULT_DATA, prepare_photos, require
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "benchmarks" / ".cache" / "sweep_search"
-DEFAULT_DATA = REPO.parent / "shared" / "real_photos" / "flowers5"
 SEED = 42  # weight init, batch order, augmentation, split
 SIDE = 72  # the prepared squares; random 64 px crops are cut from them
 SPACE = {
@@ -83,21 +83,6 @@ def cache_path(params: dict, data: Path) -> Path:
     return CACHE / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
-def prepare(data: Path, work: Path) -> Path:
-    """The stages' download (local folder), split and prepare functions, into ``work``; the prepared root."""
-    from inat_cnn.core.config import DataConfig
-    from inat_cnn.data.prepared import prepare_dataset
-    from inat_cnn.data.raw import build_raw_dataset
-    from inat_cnn.data.split import stratified_split, write_split
-
-    cfg = DataConfig(source=str(data))
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        build_raw_dataset(cfg, SEED, work / "raw", work / "downloads")
-        write_split(stratified_split(work / "raw/train", cfg.val_fraction, SEED, work / "raw/test"), work / "split")
-        prepare_dataset(work / "split", work / "raw/train", work / "raw/test", work / "prepared", side=SIDE, workers=2)
-    return work / "prepared"
-
-
 def train(params: dict, prepared: Path, checkpoint: Path) -> dict:
     """One configuration through the real loop, on one CPU thread (``--jobs`` of them run at a
     time); its per-epoch validation curve."""
@@ -133,14 +118,11 @@ def curves_for(configs: list[dict], epochs: int, data: Path, verify: int, jobs: 
     checks = [i for i in range(len(configs)) if i not in missing][:: max(1, len(configs) // max(verify, 1))][:verify]
     todo = missing + checks
     if todo:
-        if not data.is_dir():
-            sys.exit(f"sweep_search.py: {data} is missing: the grid trains on real photos "
-                     "(../shared/real_photos/flowers5 beside the checkout); point --data at photos in the iNaturalist "
-                     "layout (<root>/train/<class>/*, <root>/val/<class>/*)")
+        require(data, "sweep_search.py")
         CACHE.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="sweep_search.") as tmp:
-            prepared = prepare(data, Path(tmp))
+            prepared = prepare_photos(data, Path(tmp), seed=SEED, side=SIDE)
             print(f"training {len(missing)} configuration(s), verifying {len(checks)}, {epochs} epochs each, "
                   f"{jobs} at a time", flush=True)
             with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
