@@ -15,7 +15,8 @@
    until the study has spent as many epochs as the grid (never reached). A configuration proposed
    again costs no epoch and repeats its first outcome: DVC's run cache restores it in a real sweep.
 
-Prints, per strategy (TPE + Hyperband, TPE, random + Hyperband, random), the median epochs to the
+Prints, per strategy (TPE + successive halving, the sweep's default; TPE + Hyperband; TPE; random +
+successive halving; random), the median epochs to the
 target over ``--seeds`` sampler seeds, how many seeds never reached it, and the ratio to the grid's
 epochs. Run:  python benchmarks/sweep_search.py   (--quick: a smoke run; --verify N: determinism)
 """
@@ -58,8 +59,8 @@ BASE = {
               "ema_epochs": 0, "early_stop_patience": 1000, "device": "cpu"},
 }
 QUICK_SPACE = {"train.lr": [1.0e-3, 3.0e-3], "model.batch_norm": [True, False]}
-STRATEGIES = (("TPE + pruning", "tpe", "hyperband"), ("TPE", "tpe", "none"),
-              ("random + pruning", "random", "hyperband"), ("random", "random", "none"))
+STRATEGIES = (("TPE + pruning (halving)", "tpe", "halving"), ("TPE + Hyperband", "tpe", "hyperband"), ("TPE", "tpe", "none"),
+              ("random + pruning (halving)", "random", "halving"), ("random", "random", "none"))
 
 
 def grid(space: dict[str, list]) -> list[dict]:

@@ -32,6 +32,11 @@ PRUNERS = ("hyperband", "halving", "median", "none")
 """--pruner: Hyperband, successive halving (ASHA), the median rule, no pruning; or ``below:X``
 (stop a trial whose epoch value is below X after its first epoch)."""
 
+DEFAULT_PRUNER = "halving"
+"""What measured best in benchmarks/sweep_search.py (48 configurations on flowers5, 20 sampler seeds):
+TPE + successive halving reached within 0.01 of the grid's best in a median 0.161 of the grid's
+epochs, every seed; TPE + Hyperband 0.271 (2 seeds never); the median rule never, in 12 seeds."""
+
 EpochHook = Callable[[dict[str, float]], bool]
 
 

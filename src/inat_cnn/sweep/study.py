@@ -42,7 +42,7 @@ from typing import Any
 
 from ..core.errors import UserError
 from .pruning import (
-    EPOCH_KEY_ATTR, PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, make_pruner, open_storage, quiet_optuna, trial_name,
+    DEFAULT_PRUNER, EPOCH_KEY_ATTR, PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, make_pruner, open_storage, quiet_optuna, trial_name,
 )
 from .queue import (
     Task, dvc, executor_alive, experiment_refs, json_at, queue_command, queue_experiment, queue_tasks, start_workers,
@@ -478,7 +478,7 @@ def _state(name: str) -> Any:
 
 
 def run_sweep(sweep: Sweep, *, repo: Path, study_name: str, storage_url: str | None, trials: int, jobs: int,
-              sampler: str = "tpe", pruner: str = "hyperband", seed: int | None = None, startup_trials: int = 10,
+              sampler: str = "tpe", pruner: str = DEFAULT_PRUNER, seed: int | None = None, startup_trials: int = 10,
               poll_s: float = 2.0, stale_after: int = STALE_AFTER_S) -> tuple[Any, RunSummary]:
     """Run (or resume) ``study_name`` until it holds ``trials`` trials, ``jobs`` at a time. Every
     input is checked (study name, numbers, sampler, pruner, the storage, the swept keys) before
