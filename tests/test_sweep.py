@@ -245,14 +245,16 @@ def missing(path: str) -> dict:
 
 def experiment(name: str, params: dict, accuracy: float | None, state: str | None = "success",
                timestamp: str | None = "2026-01-01T10:00:00", legacy_status: str | None = None,
-               test_accuracy: float | None = None) -> dict:
+               test_accuracy: float | None = None, evaluated: bool = True) -> dict:
     """One entry of a commit's "experiments", the shape `dvc exp show --json` (DVC 3.67) writes:
     queued -> executor.state "queued"; running -> "running", timestamp null; failed -> "failed" and
     the rev's error {"msg": "Experiment run failed"}, metrics files missing; a plain `dvc exp run`
     has no executor. Older DVC wrote a "status" field (Success, Failed, Queued, Running) instead.
     ``accuracy`` is the best epoch's validation accuracy (metrics/train_scratch.json, what a sweep
     targeting train_scratch records); ``test_accuracy``, where given, metrics/evaluate_scratch.json
-    (an experiment that also ran evaluate_scratch)."""
+    (an experiment that also ran evaluate_scratch). ``evaluated=False``: evaluate_scratch did not run
+    in it (a sweep targeting train_scratch): its lock entry, and so the ``deps`` hash of
+    models/scratch.pt, are the baseline's, while ``outs`` has the experiment's new checkpoint."""
     rev = f"{abs(hash(name)):040x}"[:40]
     train_file = (
         {"data": {"best_epoch": 1, "best_val_acc": accuracy, "best_val_loss": 2.0 - accuracy, "epochs_run": 2,
@@ -268,7 +270,10 @@ def experiment(name: str, params: dict, accuracy: float | None, state: str | Non
         "data": {"rev": rev, "timestamp": timestamp, "params": {"params.yaml": {"data": params}},
                  "metrics": {"metrics/train_scratch.json": train_file, "metrics/evaluate_scratch.json": evaluate_file,
                              "metrics/split.json": {"data": {"total": {"train": 24}}}},
-                 "deps": {}, "outs": {}, "meta": {}},
+                 "deps": {"models/scratch.pt": {"hash": "b" * 32, "size": 9, "nfiles": None}},
+                 "outs": {"models/scratch.pt": {"hash": ("b" if evaluated else "c") * 32, "size": 9, "nfiles": None,
+                                                "use_cache": True, "is_data_source": False}},
+                 "meta": {}},
         "error": {"msg": "Experiment run failed", "type": ""} if state == "failed" else None,
         "experiments": None,
     }
@@ -388,6 +393,25 @@ def test_report_without_test_metrics_has_no_test_column(tmp_path):
     sweep_report(synthetic_sweep(), METRIC, tmp_path / "p", tmp_path / "r.md")
     text = (tmp_path / "r.md").read_text()
     assert "test accuracy" not in text and "| rank | experiment | validation accuracy |" in text
+
+
+def test_a_test_accuracy_the_experiment_did_not_compute_is_not_shown(tmp_path):
+    """A sweep that stops at train_scratch carries the baseline's metrics/evaluate_scratch.json into
+    every experiment (measured: 0.28 beside each of 8 trials). Only an experiment whose evaluate stage
+    read its own checkpoint shows a test accuracy; with none, there is no test column."""
+    stale = [experiment(f"t{i}", params_with(train__lr=lr), 0.3 + i / 10, test_accuracy=0.28, evaluated=False,
+                        timestamp=f"2026-01-01T10:0{i}:00") for i, lr in enumerate((0.01, 0.001, 0.0001))]
+    sweep_report(exp_show(stale), METRIC, tmp_path / "p", tmp_path / "r.md")
+    text = (tmp_path / "r.md").read_text()
+    assert "test accuracy" not in text and "0.28" not in text
+    assert {e.name: e.stale_inputs for e in parse_exp_show(exp_show(stale))} == {f"t{i}": ("models/scratch.pt",) for i in range(3)}
+
+    mixed = stale + [experiment("full", params_with(train__lr=0.003), 0.35, test_accuracy=0.61, timestamp="2026-01-01T10:09:00")]
+    sweep_report(exp_show(mixed), METRIC, tmp_path / "p", tmp_path / "r.md")
+    cells = [line.split(" | ") for line in (tmp_path / "r.md").read_text().splitlines() if line.startswith("| ")]
+    rows = {row[1]: row for row in cells if len(row) > 3 and row[1] in {"t0", "t1", "t2", "full"}}
+    assert rows["full"][:4] == ["| 3", "full", "0.35", "0.61"]
+    assert [rows[f"t{i}"][3] for i in range(3)] == ["", "", ""], rows
 
 
 def test_report_restricted_to_the_sweep_keys_and_minimising(tmp_path):

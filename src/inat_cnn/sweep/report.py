@@ -126,7 +126,9 @@ def sweep_report(
     swept = [c.key for c in columns]
     label = metric_label(metric)
     test_metric = reported_test_metric(metric)
-    tests = {e.name: metric_value(e, test_metric) for e in used} if test_metric else {}
+    # an experiment's test accuracy only where its evaluate stage read its own checkpoint: a sweep that
+    # stops at the training stage carries the baseline's metrics/evaluate_*.json along unchanged
+    tests = {e.name: None if e.stale_inputs else metric_value(e, test_metric) for e in used} if test_metric else {}
     if not any(v is not None for v in tests.values()):
         tests = {}
     failed = [e.name for e in exps if e.status == "failed"]
@@ -160,7 +162,7 @@ def sweep_report(
                     *(e.params.get(k) for k in swept))
                    for i, e in enumerate(ranked[:top], 1)])]
     if tests:
-        md += ["", f"Test accuracy (`{test_metric}`) is shown because these experiments ran their evaluate stage; "
+        md += ["", f"Test accuracy (`{test_metric}`) is shown where an experiment ran its evaluate stage; "
                f"the ranking and the best configuration come from {label} alone."]
     md += ["", "## Parameter importance", ""]
     if rows:

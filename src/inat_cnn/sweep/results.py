@@ -107,6 +107,7 @@ class Experiment:
     timestamp: str | None
     params: dict[str, Any]
     metrics: dict[str, Any]
+    stale_inputs: tuple[str, ...] = ()  # outputs whose consumers recorded an older version (stages it did not run)
     value: float | None = None  # the ranked metric, once looked up
     trial: Any = None  # the Optuna trial (a FrozenTrial) this experiment ran, in a study's report
 
@@ -150,8 +151,18 @@ def parse_exp_show(rows: list) -> list[Experiment]:
                 params.update(flat if file == "params.yaml" else {f"{file}:{k}": v for k, v in flat.items()})
             metrics = {file: (content or {}).get("data") for file, content in (data.get("metrics") or {}).items()}
             name = rev.get("name") or entry.get("name") or str(rev.get("rev", "?"))[:7]
-            found.append(Experiment(name, rev.get("rev", ""), _status(entry, rev), data.get("timestamp"), params, metrics))
+            found.append(Experiment(name, rev.get("rev", ""), _status(entry, rev), data.get("timestamp"), params, metrics,
+                                    _stale_inputs(data)))
     return found
+
+
+def _stale_inputs(data: dict[str, Any]) -> tuple[str, ...]:
+    """Paths an experiment wrote (``outs``) whose hash differs from what the stages reading them
+    recorded (``deps``): those stages did not run in it (a sweep with ``targets: [train_scratch]``
+    leaves evaluate_scratch's lock entry, and metrics/evaluate_scratch.json, as the baseline's)."""
+    deps, outs = data.get("deps") or {}, data.get("outs") or {}
+    return tuple(sorted(path for path, out in outs.items()
+                        if path in deps and (deps[path] or {}).get("hash") != (out or {}).get("hash")))
 
 
 def _number(value: Any) -> float | None:
