@@ -126,8 +126,9 @@ def sweep_report(
     swept = [c.key for c in columns]
     label = metric_label(metric)
     test_metric = reported_test_metric(metric)
-    # an experiment's test accuracy only where its evaluate stage read its own checkpoint: a sweep that
-    # stops at the training stage carries the baseline's metrics/evaluate_*.json along unchanged
+    # an experiment's test accuracy only where every stage read the outputs the experiment wrote: a sweep
+    # that stops at the training stage carries the baseline's metrics/evaluate_*.json along unchanged
+    # (conservative: one stale stage downstream of the evaluation, such as compare, hides it too)
     tests = {e.name: None if e.stale_inputs else metric_value(e, test_metric) for e in used} if test_metric else {}
     if not any(v is not None for v in tests.values()):
         tests = {}
