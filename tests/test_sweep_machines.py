@@ -53,6 +53,24 @@ def test_each_clone_mixes_its_own_id_into_the_tpe_and_random_seeds_not_the_grids
     assert len({tuple(sorted(p.items())) for p in asked}) == 12
 
 
+# ------------------------------------------------------------------------------- resuming
+
+
+def test_a_resumed_study_keeps_the_pruner_that_judged_its_trials(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, "  train.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n"))
+    storage = optuna.storages.InMemoryStorage()
+    sampler = make_sampler("random", sweep, 0)
+    new = open_study(sweep, "st", storage, sampler=sampler, pruner=None)
+    assert new.user_attrs["pruner"] == "halving" and type(new.pruner).__name__ == "SuccessiveHalvingPruner"
+    assert open_study(sweep, "st", storage, sampler=sampler, pruner="hyperband").user_attrs["pruner"] == "hyperband"  # no trials yet
+    new.ask(distributions(sweep))
+    resumed = open_study(sweep, "st", storage, sampler=sampler, pruner=None)  # no --pruner: the study's own
+    assert resumed.user_attrs["pruner"] == "hyperband" and type(resumed.pruner).__name__ == "HyperbandPruner"
+    with pytest.raises(UserError, match=r"--pruner median: study st was run with the hyperband pruner.*1 trial.*--pruner hyperband"):
+        open_study(sweep, "st", storage, sampler=sampler, pruner="median")
+    assert open_study(sweep, "st", storage, sampler=sampler, pruner="hyperband").user_attrs["pruner"] == "hyperband"
+
+
 # ------------------------------------------------------------------------------- stale trials
 
 

@@ -143,8 +143,8 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     run.add_argument("--trials", type=int, default=20, help="the study's size: trials in all, every machine's (default: 20)")
     run.add_argument("--jobs", "-j", type=int, default=1, help="trials in flight = queue workers (default: 1)")
     run.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (constant liar; default), random or grid")
-    run.add_argument("--pruner", default=DEFAULT_PRUNER, metavar="P",
-                     help=f"{', '.join(PRUNERS)} or below:X (default: {DEFAULT_PRUNER})")
+    run.add_argument("--pruner", metavar="P", help=f"{', '.join(PRUNERS)} or below:X (default: a resumed study's own, "
+                     f"a new study's {DEFAULT_PRUNER})")
     run.add_argument("--seed", type=int, default=0, help="the sampler's seed; tpe's and random's are mixed with this clone's "
                      "host and path so machines sharing a study draw different sequences (default: 0)")
     run.add_argument("--startup-trials", type=int, default=10, help="tpe: random trials before TPE starts (default: 10)")

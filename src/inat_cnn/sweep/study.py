@@ -213,20 +213,29 @@ def epoch_key(metric: str) -> str:
     return "val_loss" if "loss" in key else "val_acc"
 
 
-def open_study(sweep: Sweep, name: str, storage: Any, *, sampler: Any, pruner: str) -> Any:
+def open_study(sweep: Sweep, name: str, storage: Any, *, sampler: Any, pruner: str | None) -> Any:
     """Create or load study ``name`` for ``sweep``; a study created from another search space or
-    goal is refused (one study, one question)."""
+    goal is refused (one study, one question). ``pruner`` None: the study's own (a new study's:
+    :data:`DEFAULT_PRUNER`); another pruner than the one that judged a study's trials is refused
+    too, as the trials would be pruned by two rules."""
     import optuna
 
     direction = "maximize" if sweep.goal == "maximize" else "minimize"
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=make_pruner(pruner),
-                                direction=direction, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction=direction,
+                                load_if_exists=True)
     attrs = study.user_attrs
     space = _space_attr(sweep)
     if "space" in attrs and (attrs["space"] != space or attrs.get("metric") != sweep.metric
                              or study.direction.name.lower() != direction):
         raise UserError(f"--study {name}: this study was created from another search space, metric or goal "
                         f"({attrs.get('sweep_file')}); give a new --study name (or the same sweep file)")
+    recorded = attrs.get(PRUNER_ATTR)
+    if recorded and pruner not in (None, recorded) and study.trials:
+        raise UserError(f"--pruner {pruner}: study {name} was run with the {recorded} pruner, which judged its "
+                        f"{len(study.trials)} trial(s); resume it with --pruner {recorded} (or no --pruner), "
+                        "or give a new --study name")
+    pruner = pruner or recorded or DEFAULT_PRUNER
+    study.pruner = make_pruner(pruner)
     for key, value in {"space": space, "metric": sweep.metric, "targets": list(sweep.targets),
                        "sweep_file": str(sweep.path or ""), PRUNER_ATTR: pruner,
                        EPOCH_KEY_ATTR: epoch_key(sweep.metric)}.items():
@@ -478,7 +487,7 @@ def _state(name: str) -> Any:
 
 
 def run_sweep(sweep: Sweep, *, repo: Path, study_name: str, storage_url: str | None, trials: int, jobs: int,
-              sampler: str = "tpe", pruner: str = DEFAULT_PRUNER, seed: int | None = None, startup_trials: int = 10,
+              sampler: str = "tpe", pruner: str | None = None, seed: int | None = None, startup_trials: int = 10,
               poll_s: float = 2.0, stale_after: int = STALE_AFTER_S) -> tuple[Any, RunSummary]:
     """Run (or resume) ``study_name`` until it holds ``trials`` trials, ``jobs`` at a time. Every
     input is checked (study name, numbers, sampler, pruner, the storage, the swept keys) before
@@ -489,7 +498,8 @@ def run_sweep(sweep: Sweep, *, repo: Path, study_name: str, storage_url: str | N
     if stale_after < MIN_STALE_AFTER_S:
         raise UserError(f"--stale-after {stale_after}: at least {MIN_STALE_AFTER_S} (seconds); a driver is busy "
                         "for seconds at a time between heartbeats")
-    make_pruner(pruner)
+    if pruner is not None:
+        make_pruner(pruner)
     built = make_sampler(sampler, sweep, seed, startup_trials, clone=_me(repo))
     if sampler == "grid" and trials > sweep.size:
         print(f"note: --trials {trials} > the grid's {sweep.size} configurations: running the grid once")
@@ -499,7 +509,7 @@ def run_sweep(sweep: Sweep, *, repo: Path, study_name: str, storage_url: str | N
     check_params_known(sweep, repo)
     study = open_study(sweep, study_name, storage, sampler=built, pruner=pruner)
     print(f"study {study_name} at {url}: {len(study.trials)} trial(s) so far; up to {trials}, {jobs} at a time "
-          f"({sampler} sampler, {pruner} pruner)", flush=True)
+          f"({sampler} sampler, {study.user_attrs[PRUNER_ATTR]} pruner)", flush=True)
     driver = Driver(study, storage, sweep, repo, url, jobs=jobs, poll_s=poll_s)
     return study, driver.run(trials)
 
