@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44", help="training seeds, comma-separated (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real photos in the iNaturalist layout (default: %(default)s)")
     parser.add_argument("--device", default=None, help="overrides the section's device (auto | cpu | cuda)")
+    parser.add_argument("--side", type=int, help="prepare.side of the cached squares (default: params.yaml's)")
     parser.add_argument("--out", type=Path, help="write every run here as JSON")
     args = parser.parse_args()
     require(args.data, "seed_spread.py")
@@ -117,7 +118,7 @@ def main() -> None:
     rows, runs = [], []
     with tempfile.TemporaryDirectory(prefix="seed_spread.") as tmp:
         start = time.perf_counter()
-        prepared = prepare_photos(args.data.resolve(), Path(tmp), seed=base["seed"], side=base["prepare"]["side"],
+        prepared = prepare_photos(args.data.resolve(), Path(tmp), seed=base["seed"], side=args.side or base["prepare"]["side"],
                                   val_fraction=base["data"]["val_fraction"])
         print(f"prepared in {time.perf_counter() - start:.0f} s", flush=True)
         for name, overrides in variants:

