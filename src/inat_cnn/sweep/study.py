@@ -230,9 +230,10 @@ def open_study(sweep: Sweep, name: str, storage: Any, *, sampler: Any, pruner: s
         raise UserError(f"--study {name}: this study was created from another search space, metric or goal "
                         f"({attrs.get('sweep_file')}); give a new --study name (or the same sweep file)")
     recorded = attrs.get(PRUNER_ATTR)
-    if recorded and pruner not in (None, recorded) and study.trials:
+    trials = len(study.get_trials(deepcopy=False))
+    if recorded and pruner not in (None, recorded) and trials:
         raise UserError(f"--pruner {pruner}: study {name} was run with the {recorded} pruner, which judged its "
-                        f"{len(study.trials)} trial(s); resume it with --pruner {recorded} (or no --pruner), "
+                        f"{trials} trial(s); resume it with --pruner {recorded} (or no --pruner), "
                         "or give a new --study name")
     pruner = pruner or recorded or DEFAULT_PRUNER
     study.pruner = make_pruner(pruner)
