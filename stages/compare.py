@@ -1,23 +1,24 @@
-"""compare stage: every named model's metrics and curves -> metrics/compare.json, reports/compare.md, plots/compare/.
+"""compare stage: every named model's details and curves -> metrics/details/compare.json, reports/compare.md, plots/compare/.
 
     python stages/compare.py scratch finetune
 
-A model is one name here (and its files in dvc.yaml's deps): see inat_cnn.evaluation.compare.ModelFiles.
+A model is one name here (and its files in dvc.yaml's deps): see inat_cnn.core.outputs.ModelFiles.
 """
 
 import argparse
 
 from inat_cnn.core.files import write_json, write_text
+from inat_cnn.core.outputs import ModelFiles, details_path
 from inat_cnn.core.stage_runner import run_stage
-from inat_cnn.evaluation.compare import ModelFiles, comparison, markdown_report, model_summary
+from inat_cnn.evaluation.compare import comparison, markdown_report, model_summary
 from inat_cnn.viz.compare import learning_curves, per_class_bars
 
 
 def main(params: dict) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="model names (their metrics are metrics/*_<name>.json)")
+    parser.add_argument("models", nargs="+", help="model names (their details are metrics/details/*_<name>.json)")
     models = [model_summary(ModelFiles(name)) for name in parser.parse_args().models]
-    write_json("metrics/compare.json", comparison(models))
+    write_json(details_path("compare"), comparison(models))
     write_text("reports/compare.md", markdown_report(models))
     learning_curves({m.name: m.val_acc_curve for m in models}, "plots/compare/learning_curves.png")
     per_class_bars({m.name: m.per_class_accuracy for m in models}, "plots/compare/per_class_accuracy.png")

@@ -1,8 +1,9 @@
-"""download stage: data params -> data/raw/{train,test}/<class>/*, metrics/download.json."""
+"""download stage: data params -> data/raw/{train,test}/<class>/*, metrics/details/download.json."""
 from pathlib import Path
 
 from inat_cnn.core.config import DataConfig, from_dict
 from inat_cnn.core.files import write_json
+from inat_cnn.core.outputs import details_path
 from inat_cnn.core.stage_runner import run_stage, seed_param
 
 
@@ -14,7 +15,7 @@ def main(params: dict) -> None:
 
     report = build_raw_dataset(cfg, seed_param(params), Path("data/raw"), Path("data/downloads"))
     print(report["test_folder_note"])
-    write_json("metrics/download.json", report)
+    write_json(details_path("download"), report)
 
 
 if __name__ == "__main__":

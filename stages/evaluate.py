@@ -3,8 +3,9 @@
     python stages/evaluate.py scratch     # evaluate_scratch
     python stages/evaluate.py finetune    # evaluate_finetune
 
-Both evaluate stages run exactly this code and write the same layout:
-metrics/evaluate_<model>.json, dvclive/evaluate_<model>/, plots/<model>/.
+Both evaluate stages run exactly this code and write the same layout (inat_cnn.core.outputs.ModelFiles):
+the leaderboard row metrics/evaluate_<model>.json, the details metrics/details/evaluate_<model>.json,
+dvclive/evaluate_<model>/ (confusion data) and plots/<model>/ (figures).
 """
 
 import argparse
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from inat_cnn.core.config import EvaluateConfig, from_dict
 from inat_cnn.core.errors import fields_named
-from inat_cnn.core.files import write_json
+from inat_cnn.core.outputs import ModelFiles, write_test_results
 from inat_cnn.core.stage_runner import run_stage
 
 
@@ -25,13 +26,13 @@ def main(params: dict) -> None:
     # value fails at once instead of after seconds of imports.
     from inat_cnn.evaluation.evaluate import evaluate_checkpoint
 
+    files = ModelFiles(name)
     with fields_named("params: evaluate."):
         metrics = evaluate_checkpoint(
-            Path(f"models/{name}.pt"), Path("data/prepared"), cfg,
-            plots_dir=Path(f"plots/{name}"), live_dir=Path(f"dvclive/evaluate_{name}"),
+            files.checkpoint, Path("data/prepared"), cfg, plots_dir=files.figures, live_dir=files.test_live,
         )
     print(f"{name}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} on {metrics['num_images']} images")
-    write_json(f"metrics/evaluate_{name}.json", metrics)
+    write_test_results(files, metrics)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """finetune stage: finetune params, data/prepared/{train,val} -> models/finetune.pt, curves, metrics.
 
-Trains only (evaluate_finetune evaluates). Writes metrics/model_finetune.json (arch, weights,
-strategy, sizes), metrics/train_finetune.json (results), metrics/timing_finetune.json and
-dvclive/train_finetune/ (curves).
+Trains only (evaluate_finetune evaluates). Writes its leaderboard row metrics/train_finetune.json, the
+details metrics/details/{model,train,timing}_finetune.json (arch, weights, strategy, sizes; fit and val
+calibration; wall time) and dvclive/train_finetune/ (curves).
 """
 
 from pathlib import Path
@@ -10,9 +10,11 @@ from pathlib import Path
 from inat_cnn.core.config import FinetuneConfig, LoggingConfig, from_dict
 from inat_cnn.core.errors import fields_named
 from inat_cnn.core.files import write_json
+from inat_cnn.core.outputs import ModelFiles, write_training_results
 from inat_cnn.core.stage_runner import run_stage, seed_param
 
 PREPARED = Path("data/prepared")
+FILES = ModelFiles("finetune")
 
 
 def main(params: dict) -> None:
@@ -43,7 +45,7 @@ def main(params: dict) -> None:
           f"blocks: {', '.join(name for name, _ in pm.blocks)}", flush=True)
     main_process = is_main_process()  # under torchrun, rank 0 writes the outputs
     if main_process:
-        write_json("metrics/model_finetune.json", {
+        write_json(FILES.details("model"), {
             "label": f"{cfg.arch} ({cfg.strategy})", "arch": cfg.arch, "weights": pm.weights, "strategy": cfg.strategy,
             "params": counts["total"], "trainable_params": counts["trainable"],
             "flops_per_image": measured_flops(pm.model, pm.input_size),
@@ -52,19 +54,18 @@ def main(params: dict) -> None:
     with fields_named("params: finetune."):
         result = train_on_split(
             pm.model, spec, cfg, seed=seed, prepared_dir=PREPARED,
-            checkpoint_path=Path("models/finetune.pt"), live_dir=Path("dvclive/train_finetune"),
+            checkpoint_path=FILES.checkpoint, live_dir=FILES.train_live,
             param_groups=param_groups(pm, cfg.lr, cfg.backbone_lr_factor, cfg.head_epochs),
             logging=logging, run_config={"seed": seed, "finetune": params.get("finetune")},
-            resume_path=Path(".resume/finetune.pt"), epoch_hook=epoch_hook_from_env(),
+            resume_path=FILES.resume, epoch_hook=epoch_hook_from_env(),
         )
     if main_process:
         from inat_cnn.evaluation.calibration import calibrate_checkpoint
 
         with fields_named("params: finetune."):
-            calibration = calibrate_checkpoint(Path("models/finetune.pt"), PREPARED, batch_size=cfg.batch_size, device=cfg.device)
+            calibration = calibrate_checkpoint(FILES.checkpoint, PREPARED, batch_size=cfg.batch_size, device=cfg.device)
         print(f"temperature fitted on val: {calibration.describe()}", flush=True)
-        write_json("metrics/train_finetune.json", {**result.summary(), "calibration": calibration.to_dict()})
-        write_json("metrics/timing_finetune.json", result.timing())
+        write_training_results(FILES, result.summary(), result.timing(), calibration.to_dict(), counts["total"])
 
 
 if __name__ == "__main__":

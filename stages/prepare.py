@@ -1,9 +1,10 @@
 """prepare stage: data/split + data/raw + prepare params, data.max_image_pixels, data.max_aspect_ratio
--> data/prepared (decode-once uint8 cache), metrics/prepare.json."""
+-> data/prepared (decode-once uint8 cache), metrics/details/prepare.json."""
 from pathlib import Path
 
 from inat_cnn.core.config import DataConfig, PrepareConfig, from_dict
 from inat_cnn.core.files import write_json
+from inat_cnn.core.outputs import details_path
 from inat_cnn.core.stage_runner import run_stage
 
 
@@ -21,7 +22,7 @@ def main(params: dict) -> None:
     )
     print(f"prepared {report['counts']} as {cfg.side}x{cfg.side} squares in {report['seconds']} s "
           f"({report['images_per_s']} images/s, {report['bytes'] / 2**20:.1f} MiB)")
-    write_json("metrics/prepare.json", report)
+    write_json(details_path("prepare"), report)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python stages/report.py scratch finetune
 
-Reads the whole params.yaml (the page shows it), the named models' metrics and figures, the
+Reads the whole params.yaml (the page shows it), the named models' details and figures, the
 comparison, plots/sweep/ (what `inat-cnn sweep report` last wrote) and dvc.lock's hashes.
 """
 
@@ -16,7 +16,7 @@ from inat_cnn.core.stage_runner import run_stage
 
 def main(params: dict) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", help="model names (their files are metrics/*_<name>.json, plots/<name>/)")
+    parser.add_argument("models", nargs="+", help="model names (their files are metrics/details/*_<name>.json, plots/<name>/)")
     models = tuple(parser.parse_args().models)
     cfg = from_dict(ReportConfig, params.get("report"), "report")
     scratch = from_dict(ScratchModelConfig, params.get("model"), "model")

@@ -1,7 +1,7 @@
 """train_scratch stage: model + train params, data/prepared/{train,val} -> models/scratch.pt, curves, metrics.
 
-Writes metrics/model_scratch.json (size), metrics/train_scratch.json (results: the same bytes on a
-re-run), metrics/timing_scratch.json (wall time, images/s) and dvclive/train_scratch/ (curves).
+Writes its leaderboard row metrics/train_scratch.json, the details metrics/details/{model,train,timing}_scratch.json
+(size and layers; fit and val calibration: the same bytes on a re-run; wall time) and dvclive/train_scratch/ (curves).
 """
 
 from pathlib import Path
@@ -9,9 +9,11 @@ from pathlib import Path
 from inat_cnn.core.config import LoggingConfig, ScratchModelConfig, TrainConfig, from_dict
 from inat_cnn.core.errors import fields_named
 from inat_cnn.core.files import write_json
+from inat_cnn.core.outputs import ModelFiles, write_training_results
 from inat_cnn.core.stage_runner import run_stage, seed_param
 
 PREPARED = Path("data/prepared")
+FILES = ModelFiles("scratch")
 
 
 def main(params: dict) -> None:
@@ -42,24 +44,23 @@ def main(params: dict) -> None:
     main_process = is_main_process()  # under torchrun, rank 0 writes the outputs
     if main_process:
         print(format_layer_table(size["layers"]), flush=True)
-        write_json("metrics/model_scratch.json", {"label": "scratch CNN", "arch": SCRATCH_ARCH, **size})
+        write_json(FILES.details("model"), {"label": "scratch CNN", "arch": SCRATCH_ARCH, **size})
 
     with fields_named("params: train."):
         result = train_on_split(
             model, spec, train_cfg, seed=seed, prepared_dir=PREPARED,
-            checkpoint_path=Path("models/scratch.pt"), live_dir=Path("dvclive/train_scratch"),
+            checkpoint_path=FILES.checkpoint, live_dir=FILES.train_live,
             logging=logging, run_config={"seed": seed, "model": params.get("model"), "train": params.get("train")},
-            resume_path=Path(".resume/train_scratch.pt"), epoch_hook=epoch_hook_from_env(),
+            resume_path=FILES.resume, epoch_hook=epoch_hook_from_env(),
         )
     if main_process:
         from inat_cnn.evaluation.calibration import calibrate_checkpoint
 
         with fields_named("params: train."):
-            calibration = calibrate_checkpoint(Path("models/scratch.pt"), PREPARED, batch_size=train_cfg.batch_size,
+            calibration = calibrate_checkpoint(FILES.checkpoint, PREPARED, batch_size=train_cfg.batch_size,
                                                device=train_cfg.device)
         print(f"temperature fitted on val: {calibration.describe()}", flush=True)
-        write_json("metrics/train_scratch.json", {**result.summary(), "calibration": calibration.to_dict()})
-        write_json("metrics/timing_scratch.json", result.timing())
+        write_training_results(FILES, result.summary(), result.timing(), calibration.to_dict(), size["params"])
 
 
 if __name__ == "__main__":

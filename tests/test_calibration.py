@@ -18,6 +18,7 @@ from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.preprocessing import Preprocessing
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.evaluation.calibration import (
+    MAX_TEMPERATURE,
     MIN_TEMPERATURE,
     calibrate_checkpoint,
     expected_calibration_error,
@@ -25,6 +26,7 @@ from inat_cnn.evaluation.calibration import (
     measure_calibration,
     negative_log_likelihood,
     reliability_bins,
+    usable_temperature,
 )
 from inat_cnn.evaluation.metrics import predict_logits, softmax
 from inat_cnn.evaluation.predict import predict_images
@@ -34,6 +36,7 @@ from inat_cnn.models.checkpoint import (
     ModelSpec,
     load_checkpoint,
     save_checkpoint,
+    has_temperature,
     set_temperature,
     temperature_of,
 )
@@ -150,8 +153,10 @@ def test_checkpoint_temperature_round_trip(tmp_path: Path):
 
 
 def test_calibration_fits_on_the_validation_split_only(prepared, tmp_path: Path):
-    """calibrate_checkpoint reads val alone (the test split may be missing) and stores the T that
-    minimises val NLL; the test set's own optimum is another temperature."""
+    """calibrate_checkpoint reads val alone (the test split may be missing). This untrained model is
+    right nowhere in particular, so the val NLL keeps falling to the search's bound (T = 20): that T
+    is the bound's, not the data's, so none is stored and the note says why; the test set's own fit is
+    another temperature."""
     root, _ = prepared
     only = tmp_path / "prepared"
     for split in ("train", "val"):  # no test split at all
@@ -163,12 +168,14 @@ def test_calibration_fits_on_the_validation_split_only(prepared, tmp_path: Path)
     model, _, _ = load_model(path)
     val_logits, val_labels = predict_logits(model, open_prepared(root / "prepared", "val"), spec.preprocessing,
                                             batch_size=16, device=torch.device("cpu"))
-    assert cal.temperature == fit_temperature(val_logits, val_labels)
-    assert cal == measure_calibration(val_logits, val_labels, cal.temperature)
-    assert cal.nll_after <= cal.nll_before
+    assert fit_temperature(val_logits, val_labels) == pytest.approx(MAX_TEMPERATURE)
+    assert not cal.fitted and cal.temperature == 1.0 and not has_temperature(load_checkpoint(path))
+    assert "validation split too small / saturated (the fit ran into its bound" in cal.note
+    assert f"on {len(val_labels)} images" in cal.note
+    assert cal == measure_calibration(val_logits, val_labels, None, note=cal.note)
     test_logits, test_labels = predict_logits(model, open_prepared(root / "prepared", "test"), spec.preprocessing,
                                               batch_size=16, device=torch.device("cpu"))
-    assert fit_temperature(test_logits, test_labels) != pytest.approx(cal.temperature, rel=1e-3)
+    assert fit_temperature(test_logits, test_labels) != pytest.approx(fit_temperature(val_logits, val_labels), rel=1e-3)
     with pytest.raises(UserError, match=r"prepared/test"):  # asked for a split that is not there: named
         calibrate_checkpoint(path, only, split="test", device="cpu")
 
@@ -189,3 +196,19 @@ def test_predict_uses_the_checkpoint_temperature(prepared, tmp_path: Path):
         assert calibrated == pytest.approx(expected, abs=1e-5)
         assert max(calibrated, key=calibrated.get) == max(plain, key=plain.get)  # same top class
         assert max(calibrated.values()) < max(plain.values())  # T > 1 softens
+
+
+def test_a_temperature_is_used_only_where_the_fit_did_not_run_into_its_bound():
+    """An over-confident model that is sometimes wrong has an optimum inside [0.05, 20]: used. A split
+    it gets all right with a margin (NLL -> 0 as T -> 0), or all wrong (-> uniform, T -> inf), does not."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    logits = rng.normal(size=(60, 3))
+    logits[np.arange(60), labels] += 2.0
+    confident = logits * 4  # right on most, sharply: T > 1
+    t, note = usable_temperature(confident, labels)
+    assert note is None and t == fit_temperature(confident, labels) and 1 < t < MAX_TEMPERATURE
+    separated = np.eye(3)[labels] * 5.0
+    assert usable_temperature(separated, labels) == (None, usable_temperature(separated, labels)[1])
+    assert "too small / saturated (every one of its 60 images is right)" in usable_temperature(separated, labels)[1]
+    assert usable_temperature(np.eye(3)[(labels + 1) % 3] * 5.0, labels)[0] is None  # wrong everywhere

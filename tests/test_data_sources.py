@@ -234,8 +234,8 @@ def test_stage_scripts_run_and_bad_params_exit_2(tmp_path: Path, monkeypatch, ca
     params = {"seed": 5, "data": {"synthetic": {"train_per_class": 3, "test_per_class": 1, "min_side": 32, "max_side": 40, "classes": ["x", "y"]}}}
     runpy.run_path(str(REPO / "stages/download.py"))["main"](params)
     runpy.run_path(str(REPO / "stages/stratified_split.py"))["main"](params)
-    assert yaml.safe_load(Path("metrics/download.json").read_text())["total"] == {"train": 6, "test": 2}
-    assert yaml.safe_load(Path("metrics/split.json").read_text())["total"] == {"train": 4, "val": 2}
+    assert yaml.safe_load(Path("metrics/details/download.json").read_text())["total"] == {"train": 6, "test": 2}
+    assert yaml.safe_load(Path("metrics/details/split.json").read_text())["total"] == {"train": 4, "val": 2}
     assert Path("data/split/val.csv").read_text().startswith("path,label,class_name\n")
 
     Path("params.yaml").write_text(yaml.safe_dump({"data": {"source": "missing/photos"}}))

@@ -103,6 +103,6 @@ def test_train_processes_2_runs_under_torchrun_inside_dvc_repro(tmp_path: Path):
     proc = run(["dvc", "repro", "train_scratch"], repo, timeout=600)
     assert "starting 2 processes" in proc.stdout, proc.stdout
     assert proc.stdout.count("epoch 2/2:") == 1, proc.stdout  # rank 0 alone prints and writes
-    metrics = json.loads((repo / "metrics/train_scratch.json").read_text())
+    metrics = json.loads((repo / "metrics/details/train_scratch.json").read_text())
     assert metrics["epochs_run"] == 2
     assert "Data and pipelines are up to date" in run(["dvc", "status", "train_scratch"], repo).stdout

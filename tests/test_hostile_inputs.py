@@ -360,7 +360,7 @@ def test_a_source_with_val_and_test_says_test_became_the_test_set(tmp_path: Path
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(REPO / "stages/download.py"))["main"]({"data": {"source": str(src)}})
     printed = capsys.readouterr().out
-    report = json.loads(Path("metrics/download.json").read_text())
+    report = json.loads(Path("metrics/details/download.json").read_text())
     assert report["test_folder"] == "test" and report["total"] == {"train": 6, "test": 6}
     note = report["test_folder_note"]
     assert note.startswith("test set: nature/test; nature/val is not used") and "test/ wins over val/" in note
@@ -369,6 +369,6 @@ def test_a_source_with_val_and_test_says_test_became_the_test_set(tmp_path: Path
 
     shutil.rmtree(src / "nature" / "test")  # the iNaturalist layout: val/ is the test set
     runpy.run_path(str(REPO / "stages/download.py"))["main"]({"data": {"source": str(src)}})
-    report = json.loads(Path("metrics/download.json").read_text())
+    report = json.loads(Path("metrics/details/download.json").read_text())
     assert report["test_folder"] == "val" and report["test_folder_note"].startswith("test set: nature/val (the source's val/ folder")
     assert report["test_folder_note"] in capsys.readouterr().out.splitlines()

@@ -119,7 +119,7 @@ def test_dvc_repro_killed_mid_training_resumes_and_matches_an_uninterrupted_run(
     assert not (repo / ".resume" / "train_scratch.pt").exists()
 
     def result(r: Path) -> dict:
-        m = json.loads((r / "metrics/train_scratch.json").read_text())
+        m = json.loads((r / "metrics/details/train_scratch.json").read_text())
         return {k: m[k] for k in ("best_epoch", "best_val_acc", "best_val_loss", "epochs_run")}
 
     assert result(repo) == result(reference)

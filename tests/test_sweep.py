@@ -25,8 +25,8 @@ from inat_cnn.sweep.report import sweep_report
 from inat_cnn.sweep.results import DEFAULT_METRIC, is_test_metric_file, parse_exp_show
 from inat_cnn.sweep.spec import Range, load_sweep
 
-METRIC = "metrics/train_scratch.json:best_val_acc"
-TEST_METRIC = "metrics/evaluate_scratch.json:accuracy"
+METRIC = "metrics/train_scratch.json:scratch_val_acc"
+TEST_METRIC = "metrics/evaluate_scratch.json:scratch_test_acc"
 
 
 def write(path: Path, text: str) -> Path:
@@ -49,7 +49,7 @@ def test_the_shipped_sweep_files_load():
     assert scratch.size == float("inf")  # continuous ranges
     assert (scratch.metric, scratch.goal, scratch.targets) == (METRIC, "maximize", ("train_scratch",))
     finetune = load_sweep(REPO / "sweeps/finetune.yaml")
-    assert finetune.metric == "metrics/train_finetune.json:best_val_acc" and finetune.targets == ("finetune",)
+    assert finetune.metric == "metrics/train_finetune.json:finetune_val_acc" and finetune.targets == ("finetune",)
     assert finetune.params["finetune.arch"] == ["efficientnet_lite0"] and finetune.size == 18
 
 
@@ -141,7 +141,7 @@ def test_every_sweep_and_the_default_rank_by_a_metric_no_test_split_stage_writes
         stage = stages[writers[0]]
         assert "data/prepared/test" not in _paths(stage["deps"]), f"{where}: {metric} is written by {writers[0]}, which reads the test split"
         assert writers[0] not in tainted, f"{where}: {metric} is written by {writers[0]}, downstream of the test split"
-        assert "best_val" in metric, f"{where}: {metric} is not a validation metric"
+        assert "_val_" in metric, f"{where}: {metric} is not a validation metric"
 
 
 def test_the_refused_files_are_exactly_the_metrics_computed_from_the_test_split():
@@ -159,7 +159,7 @@ def test_load_sweep_refuses_a_metric_from_the_test_split(tmp_path, metric):
         load_sweep(path)
     message = str(info.value)
     assert str(path) in message and metric.split(":")[0] in message and "test split" in message
-    assert "Rank by validation accuracy instead: metrics/train_" in message and ":best_val_acc" in message
+    assert "Rank by validation accuracy instead: metrics/train_" in message and "_val_acc" in message
 
 
 def test_sweep_report_refuses_a_test_metric_from_the_flag_and_from_the_library(tmp_path, monkeypatch):
@@ -172,7 +172,7 @@ def test_sweep_report_refuses_a_test_metric_from_the_flag_and_from_the_library(t
     add_sweep_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sweep", "report", "--metric", TEST_METRIC])
     with pytest.raises(UserError, match=r"sweep report --metric = .*evaluate_scratch\.json is computed from the test split.*"
-                                        r"Rank by validation accuracy instead: metrics/train_scratch\.json:best_val_acc"):
+                                        r"Rank by validation accuracy instead: metrics/train_scratch\.json:scratch_val_acc"):
         args.func(args)
     with pytest.raises(UserError, match="test split"):
         sweep_report(synthetic_sweep(with_test=True), TEST_METRIC, tmp_path / "p", tmp_path / "r.md")
@@ -258,12 +258,13 @@ def experiment(name: str, params: dict, accuracy: float | None, state: str | Non
     models/scratch.pt, are the baseline's, while ``outs`` has the experiment's new checkpoint."""
     rev = f"{abs(hash(name)):040x}"[:40]
     train_file = (
-        {"data": {"best_epoch": 1, "best_val_acc": accuracy, "best_val_loss": 2.0 - accuracy, "epochs_run": 2,
-                  "stopped_early": False}} if accuracy is not None
+        {"data": {"scratch_val_acc": accuracy, "scratch_epochs": 2, "scratch_secs": 1.5, "scratch_params": 99}}
+        if accuracy is not None
         else missing("metrics/train_scratch.json")
     )
     evaluate_file = (
-        {"data": {"accuracy": test_accuracy, "macro_f1": test_accuracy, "num_images": 9}} if test_accuracy is not None
+        {"data": {"scratch_test_acc": test_accuracy, "scratch_test_f1": test_accuracy, "scratch_ece": 0.1}}
+        if test_accuracy is not None
         else missing("metrics/evaluate_scratch.json")
     )
     entry = {
@@ -363,8 +364,8 @@ def test_report_ranks_counts_skipped_runs_and_ranks_the_params(tmp_path):
 def test_report_names_the_best_by_validation_accuracy_even_where_test_accuracy_disagrees(tmp_path, monkeypatch, capsys):
     rows = synthetic_sweep(with_test=True)
     exps = [e for e in parse_exp_show(rows) if e.status == "success"]
-    val = {e.name: e.metrics["metrics/train_scratch.json"]["best_val_acc"] for e in exps if e.metrics.get("metrics/train_scratch.json")}
-    test = {e.name: e.metrics["metrics/evaluate_scratch.json"]["accuracy"] for e in exps if e.metrics.get("metrics/evaluate_scratch.json")}
+    val = {e.name: e.metrics["metrics/train_scratch.json"]["scratch_val_acc"] for e in exps if e.metrics.get("metrics/train_scratch.json")}
+    test = {e.name: e.metrics["metrics/evaluate_scratch.json"]["scratch_test_acc"] for e in exps if e.metrics.get("metrics/evaluate_scratch.json")}
     by_val, by_test = max(val, key=val.get), max(test, key=test.get)
     assert by_val != by_test  # the two rankings disagree, so the test can tell which one was used
 
@@ -439,8 +440,8 @@ def test_report_without_finished_experiments_or_without_the_metric_is_a_user_err
     waiting = exp_show([experiment("q", BASE, None, "queued"), experiment("f", BASE, None, "failed")])
     with pytest.raises(UserError, match=r"no finished experiments; run dvc queue start \(1 queued, 0 running, 1 failed\)"):
         sweep_report(waiting, METRIC, tmp_path / "p", tmp_path / "r.md")
-    with pytest.raises(UserError, match=r"has metrics/train_finetune.json:best_val_acc; metrics they have: .*train_scratch.json:best_val_acc"):
-        sweep_report(synthetic_sweep(), "metrics/train_finetune.json:best_val_acc", tmp_path / "p", tmp_path / "r.md")
+    with pytest.raises(UserError, match=r"has metrics/train_finetune.json:finetune_val_acc; metrics they have: .*train_scratch.json:scratch_val_acc"):
+        sweep_report(synthetic_sweep(), "metrics/train_finetune.json:finetune_val_acc", tmp_path / "p", tmp_path / "r.md")
     with pytest.raises(UserError, match="FILE:KEY"):
         sweep_report(synthetic_sweep(), "accuracy", tmp_path / "p", tmp_path / "r.md")
     assert not (tmp_path / "r.md").exists()

@@ -27,7 +27,7 @@ from inat_cnn.sweep.study import (
     config_of, connect, default_storage_url, distributions, dry_run, evaluate_best, make_sampler, run_sweep,
 )
 
-METRIC = "metrics/train_scratch.json:best_val_acc"
+METRIC = "metrics/train_scratch.json:scratch_val_acc"
 
 
 def sweep_file(tmp_path: Path, params: str, name: str = "tiny.yaml") -> Path:
@@ -196,7 +196,7 @@ def test_a_study_runs_trials_as_dvc_experiments_a_failed_one_fails_and_the_best_
     good = next(t for t in study.trials if t.state.name == "COMPLETE")
     found = exps(project)
     assert found[good.user_attrs["dvc_exp"]].status == "success"
-    assert good.value == found[good.user_attrs["dvc_exp"]].metrics["metrics/train_scratch.json"]["best_val_acc"]
+    assert good.value == found[good.user_attrs["dvc_exp"]].metrics["metrics/train_scratch.json"]["scratch_val_acc"]
     assert not found[good.user_attrs["dvc_exp"]].metrics.get("metrics/evaluate_scratch.json")  # trials: validation only
     assert "the experiment failed: dvc queue logs act-t" in next(t for t in study.trials if t.state.name == "FAIL").user_attrs["fail_reason"]
     summary = json.loads((project / "plots/sweep/summary.json").read_text())  # the run ends with its report
@@ -227,7 +227,7 @@ def test_a_pruned_trial_is_a_finished_experiment_that_says_when_it_stopped(proje
     exp = exps(project)["pr-t0"]
     assert exp.status == "success"
     train = exp.metrics["metrics/train_scratch.json"]
-    assert train["pruned_after_epoch"] == 1 and train["epochs_run"] == 1
+    assert train["scratch_pruned_at"] == 1 and train["scratch_epochs"] == 1
     assert "trial 0 (pr-t0): pruned" in out and "after epoch 1" in out
 
 

@@ -337,14 +337,15 @@ def test_gradient_to_display_centres_zero_on_grey():
 
 
 @pytest.mark.parametrize("with_image", [False, True])
-def test_guided_backprop_grid_is_one_column(tmp_path, image, with_image):
+def test_guided_backprop_grid_is_a_near_square_grid(tmp_path, image, with_image):
     maps = torch.randn(10, 3, 16, 16)
     channel_ids = list(range(20, 30))
     out = tmp_path / "gbp.png"
     fig = guided_backprop_grid(maps, channel_ids, out, image=image[0] if with_image else None)
-    assert grid_geometry(fig) == (10 + with_image, 1)
+    assert grid_geometry(fig) == (3, 4)  # 10 or 11 cells, 4 a row (was one column 10 or 11 tall)
     assert_png(out, fig)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["input"] * with_image + [f"channel {c}" for c in channel_ids]
+    assert titles[:10 + with_image] == ["input"] * with_image + [f"channel {c}" for c in channel_ids]
+    assert set(titles[10 + with_image:]) <= {""}  # the grid's spare cells stay blank
     with pytest.raises(ValueError):
         guided_backprop_grid(maps, channel_ids[:3], tmp_path / "bad.png")

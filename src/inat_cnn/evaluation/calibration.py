@@ -97,9 +97,25 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(log_t.detach().clamp(*bounds).exp())
 
 
+def usable_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float | None, str | None]:
+    """:func:`fit_temperature`, or ``(None, why)`` where the data cannot choose T: on a split the model gets
+    entirely right the NLL keeps falling as T -> 0 (the fit stops wherever its gradient vanishes), and a
+    fit that ran into a bound of its search (a tiny split, a model right nowhere) was chosen by the bound.
+    The raw confidences (T = 1) are kept then."""
+    temperature = fit_temperature(logits, labels)
+    if np.all(np.asarray(logits).argmax(1) == np.asarray(labels)):
+        why = f"every one of its {len(labels)} images is right"
+    elif not MIN_TEMPERATURE * 1.01 < temperature < MAX_TEMPERATURE / 1.01:
+        why = f"the fit ran into its bound, T = {temperature:.3g}, on {len(labels)} images"
+    else:
+        return temperature, None
+    return None, f"not fitted: validation split too small / saturated ({why}); confidences are the raw softmax (T = 1)"
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """The ``calibration`` block of a metrics JSON: one temperature, and ECE / NLL on one split before and after it."""
+    """The ``calibration`` block of a details JSON: one temperature (1.0 and ``fitted`` false with the
+    reason in ``note`` where none could be fitted), and ECE / NLL on one split before and after it."""
 
     temperature: float
     ece_bins: int
@@ -107,24 +123,32 @@ class Calibration:
     ece_after: float
     nll_before: float
     nll_after: float
+    fitted: bool = True
+    note: str | None = None
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, float | int | bool | str | None]:
         return asdict(self)
 
     def describe(self) -> str:
+        if not self.fitted:
+            return f"{self.note}; ECE {self.ece_before:.3f}, NLL {self.nll_before:.3f}"
         return (f"T = {self.temperature:.3g}: ECE {self.ece_before:.3f} -> {self.ece_after:.3f}, "
                 f"NLL {self.nll_before:.3f} -> {self.nll_after:.3f}")
 
 
-def measure_calibration(logits: np.ndarray, labels: np.ndarray, temperature: float, bins: int = ECE_BINS) -> Calibration:
-    """ECE and NLL of ``logits`` with T = 1 and with ``temperature``."""
+def measure_calibration(logits: np.ndarray, labels: np.ndarray, temperature: float | None, bins: int = ECE_BINS,
+                        note: str | None = None) -> Calibration:
+    """ECE and NLL of ``logits`` with T = 1 and with ``temperature`` (None: not fitted, T = 1, ``note`` says why)."""
+    t = 1.0 if temperature is None else float(temperature)
     return Calibration(
-        temperature=float(temperature),
+        temperature=t,
         ece_bins=bins,
         ece_before=expected_calibration_error(softmax(logits), labels, bins),
-        ece_after=expected_calibration_error(softmax(logits, temperature), labels, bins),
+        ece_after=expected_calibration_error(softmax(logits, t), labels, bins),
         nll_before=negative_log_likelihood(logits, labels),
-        nll_after=negative_log_likelihood(logits, labels, temperature),
+        nll_after=negative_log_likelihood(logits, labels, t),
+        fitted=temperature is not None,
+        note=note,
     )
 
 
@@ -132,7 +156,8 @@ def calibrate_checkpoint(
     checkpoint_path: Path, prepared_dir: Path, *, split: str = "val", batch_size: int = 64, device: str = "auto",
 ) -> Calibration:
     """Fit a temperature on the prepared ``split`` (the validation split: never the test set), store it in
-    the checkpoint (rewritten in place) and return ECE / NLL on that split before and after it."""
+    the checkpoint (rewritten atomically; none stored where :func:`usable_temperature` found none) and
+    return ECE / NLL on that split before and after it."""
     from ..data.prepared import open_prepared_splits
     from ..models.build import load_model
     from ..models.checkpoint import set_temperature
@@ -144,6 +169,6 @@ def calibrate_checkpoint(
     if data.class_names != list(spec.class_names):
         raise UserError(f"{prepared_dir / split}: classes {data.class_names} differ from {checkpoint_path}'s {spec.class_names}")
     logits, labels = predict_logits(model, data, spec.preprocessing, batch_size=batch_size, device=select_device(device))
-    temperature = fit_temperature(logits, labels)
+    temperature, note = usable_temperature(logits, labels)
     set_temperature(checkpoint_path, temperature)
-    return measure_calibration(logits, labels, temperature)
+    return measure_calibration(logits, labels, temperature, note=note)

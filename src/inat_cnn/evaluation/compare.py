@@ -1,8 +1,9 @@
 """The comparison of any number of models: one summary row each from the stages' metrics and curves.
 
-Every model writes the same files (:class:`ModelFiles`): ``metrics/{model,train,timing,evaluate}_<name>.json``
-and its validation curve in ``dvclive/train_<name>/``. The compare stage reads only those and writes
-the side-by-side table (metrics/compare.json, reports/compare.md) and two figures.
+Every model writes the same files (:class:`~inat_cnn.core.outputs.ModelFiles`): its details
+``metrics/details/{model,train,timing,evaluate}_<name>.json`` and its validation curve in
+``dvclive/train_<name>/``. The compare stage reads only those and writes the side-by-side table
+(metrics/details/compare.json, reports/compare.md) and two figures.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.outputs import ModelFiles
 
 COLUMNS = (
     ("test_accuracy", "test accuracy", "{:.3f}"),
@@ -64,34 +66,19 @@ def _per_class(test: dict[str, Any]) -> dict[str, float]:
     return {name: row["recall"] for name, row in test["per_class"].items()}
 
 
-@dataclass(frozen=True)
-class ModelFiles:
-    """Where one model's stages wrote its figures: every model has the same four files and one curve."""
-
-    name: str  # scratch, finetune, ...: the suffix of its files
-    root: Path = Path(".")  # the repository
-
-    def metrics(self, kind: str) -> Path:
-        return self.root / "metrics" / f"{kind}_{self.name}.json"
-
-    @property
-    def val_curve(self) -> Path:
-        return self.root / "dvclive" / f"train_{self.name}" / "plots" / "metrics" / "val" / "acc.tsv"
-
-
 def model_summary(files: ModelFiles) -> ModelSummary:
     """One row of the comparison from the files of model ``files.name`` (see :class:`ModelFiles`)."""
-    model, fit, timing, test = (read_json(files.metrics(k)) for k in ("model", "train", "timing", "evaluate"))
+    model, fit, timing, test = (read_json(files.details(k)) for k in ("model", "train", "timing", "evaluate"))
     return ModelSummary(
         name=model["label"], test_accuracy=test["accuracy"], macro_f1=test["macro_f1"],
         params=model["params"], trainable_params=model["trainable_params"], flops_per_image=model["flops_per_image"],
         train_seconds=timing["train_seconds"], best_epoch=fit["best_epoch"], best_val_acc=fit["best_val_acc"],
-        images_per_s=timing["images_per_s"], val_acc_curve=read_curve(files.val_curve), per_class_accuracy=_per_class(test),
+        images_per_s=timing["images_per_s"], val_acc_curve=read_curve(files.curve("val", "acc")), per_class_accuracy=_per_class(test),
     )
 
 
 def comparison(models: list[ModelSummary]) -> dict[str, Any]:
-    """metrics/compare.json: one entry per model (no curves), and the one chosen on validation accuracy.
+    """metrics/details/compare.json: one entry per model (no curves), and the one chosen on validation accuracy.
 
     The test accuracy is reported beside it, never used to choose."""
     rows = {m.name: {k: v for k, v in asdict(m).items() if k not in ("name", "val_acc_curve")} for m in models}

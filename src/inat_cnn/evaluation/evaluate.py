@@ -55,7 +55,7 @@ def evaluate_checkpoint(
 
     from ..data.prepared import open_prepared
     from ..models.build import load_model
-    from ..models.checkpoint import temperature_of
+    from ..models.checkpoint import has_temperature, temperature_of
     from ..training.device import select_device
     from ..viz.calibration import reliability_diagram
     from ..viz.filters import feature_map_grid, filter_grid
@@ -83,13 +83,16 @@ def evaluate_checkpoint(
         raise FieldError("sample_index", cfg.sample_index, f"is not allowed; the test set has {len(test)} images")
     logits, labels = predict_logits(model, test, pre, batch_size=cfg.batch_size, device=select_device(device), tta=cfg.tta)
     model.cpu()
-    temperature = temperature_of(ckpt)
+    temperature, fitted = temperature_of(ckpt), has_temperature(ckpt)
     probs = softmax(logits, temperature)  # calibrated confidences (T = 1 for a checkpoint without one)
     preds = probs.argmax(1)
     metrics = classification_metrics(labels, preds, names)
     metrics["checkpoint_epoch"] = ckpt.get("epoch")
     metrics["tta"] = cfg.tta
-    metrics["calibration"] = measure_calibration(logits, labels, temperature).to_dict()
+    metrics["calibration"] = measure_calibration(
+        logits, labels, temperature if fitted else None,
+        note=None if fitted else "not fitted: no temperature in the checkpoint (the training stage's details say why)",
+    ).to_dict()
     cm = confusion(labels, preds, len(names))
 
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
@@ -103,13 +106,13 @@ def evaluate_checkpoint(
         [Prediction(test.image(i), int(labels[i]), int(preds[i]), float(probs[i, preds[i]])) for i in indices]
         for indices in select_grid_samples(labels, len(names), cfg.grid_cols)
     ]
+    confidence = f"confidence at temperature {temperature:.3g}" if fitted else "raw confidence: temperature not fitted"
     prediction_grid(rows, names, plots_dir / "predictions_grid.png", cols=cfg.grid_cols,
-                    title=f"test predictions (confidence at temperature {temperature:.3g})")
-    reliability_diagram(
-        {"before (T = 1)": reliability_bins(softmax(logits), labels, ECE_BINS),
-         f"after (T = {temperature:.3g}, fitted on val)": reliability_bins(probs, labels, ECE_BINS)},
-        plots_dir / "reliability.png", title=f"reliability on the test set ({ECE_BINS} bins)",
-    )
+                    title=f"test predictions ({confidence})")
+    series = {"before (T = 1)": reliability_bins(softmax(logits), labels, ECE_BINS)}
+    if fitted:
+        series[f"after (T = {temperature:.3g}, fitted on val)"] = reliability_bins(probs, labels, ECE_BINS)
+    reliability_diagram(series, plots_dir / "reliability.png", title=f"reliability on the test set ({ECE_BINS} bins)")
 
     image = BatchTransform(pre, augment=False)(test.image(cfg.sample_index)[None])[0]
     shown = (image * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]).clamp(0, 1)

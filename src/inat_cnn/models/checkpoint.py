@@ -80,12 +80,20 @@ def temperature_of(ckpt: dict[str, Any]) -> float:
     return float(ckpt.get("temperature", 1.0))
 
 
-def set_temperature(path: str | Path, temperature: float) -> None:
-    """Store ``temperature`` in the checkpoint at ``path`` (rewritten atomically, everything else kept)."""
-    if not _valid_temperature(temperature):
+def has_temperature(ckpt: dict[str, Any]) -> bool:
+    """Whether a temperature was fitted for this checkpoint (none: too small or saturated a val split, or older)."""
+    return "temperature" in ckpt
+
+
+def set_temperature(path: str | Path, temperature: float | None) -> None:
+    """Store ``temperature`` in the checkpoint at ``path`` (None: remove it) — rewritten atomically,
+    everything else kept."""
+    if temperature is not None and not _valid_temperature(temperature):
         raise FieldError("temperature", temperature, "is not allowed; expected a finite number > 0")
     ckpt = load_checkpoint(path)
-    ckpt["temperature"] = float(temperature)
+    ckpt.pop("temperature", None)
+    if temperature is not None:
+        ckpt["temperature"] = float(temperature)
     _write(path, ckpt)
 
 

@@ -65,6 +65,9 @@ def calibration_observations(test: dict[str, Any]) -> list[str]:
     if not cal:
         return []
     before, after, t = cal["ece_before"], cal["ece_after"], cal["temperature"]
+    if not cal.get("fitted", True):
+        return [f"Temperature not fitted (validation split too small / saturated): the confidences are the raw "
+                f"softmax; expected calibration error on the test set {_pct(before)}."]
     direction = "over" if t > 1 else "under"
     return [f"Temperature {t:.3g} (fitted on the validation split): the raw model was {direction}-confident; "
             f"expected calibration error on the test set {_pct(before)} → {_pct(after)}."]

@@ -68,7 +68,7 @@ def _closed_form(cfg: ScratchModelConfig, model: dict[str, Any]) -> dict[str, An
 
 def _model_section(sources: ReportSources, name: str, record: dict[str, Any], cfg: ScratchModelConfig) -> dict[str, Any]:
     model, test = record["model"], record["evaluate"]
-    plots = sources.path("plots", name)
+    plots = sources.model_files(name).figures
     section = {
         "name": name, "label": model["label"], "model": model, "train": record["train"], "test": test,
         "per_class": [{"class": c, **row} for c, row in test["per_class"].items()],

@@ -1,7 +1,7 @@
 """What the report reads: the pipeline's files, by model and by stage, as plain data.
 
 Every path is relative to :attr:`ReportSources.root`; every model writes the layout of
-:class:`~inat_cnn.evaluation.compare.ModelFiles`. A missing file is a :class:`UserError`
+:class:`~inat_cnn.core.outputs.ModelFiles`. A missing file is a :class:`UserError`
 naming it and the stage that writes it, except the optional ones (a sweep, calibration).
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from ..core.errors import UserError
-from ..evaluation.compare import ModelFiles, read_curve, read_json
+from ..core.outputs import ModelFiles, details_path
+from ..evaluation.compare import read_curve, read_json
 
 # the figures of plots/<model>/ in the order the page shows them, with their captions
 MODEL_FIGURES = (
@@ -56,10 +57,10 @@ class ReportSources:
 
 
 def data_counts(sources: ReportSources) -> dict[str, Any]:
-    """Classes and images per class in each split: train/val from metrics/split.json, test from the
+    """Classes and images per class in each split: train/val from metrics/details/split.json, test from the
     first model's test metrics (each class's support), so the page reads no test image."""
-    split = read_json(sources.path("metrics", "split.json"))
-    test = read_json(sources.model_files(sources.models[0]).metrics("evaluate"))["per_class"]
+    split = read_json(details_path("split", sources.root))
+    test = read_json(sources.model_files(sources.models[0]).details("evaluate"))["per_class"]
     classes = list(split["classes"])
     rows = [{"class": c, "train": split["counts"][c]["train"], "val": split["counts"][c]["val"],
              "test": test.get(c, {}).get("support", 0)} for c in classes]
@@ -68,15 +69,13 @@ def data_counts(sources: ReportSources) -> dict[str, Any]:
 
 
 def model_record(sources: ReportSources, name: str) -> dict[str, Any]:
-    """One model's metrics files (model, train, timing, evaluate) and its test confusion pairs."""
+    """One model's details (model, train, timing, evaluate), its test confusion pairs and its curves."""
     files = sources.model_files(name)
-    record = {kind: read_json(files.metrics(kind)) for kind in ("model", "train", "timing", "evaluate")}
-    confusion = sources.path("dvclive", f"evaluate_{name}", "plots", "sklearn", "confusion_matrix.json")
-    rows = json.loads(confusion.read_text()) if confusion.is_file() else []
+    record = {kind: read_json(files.details(kind)) for kind in ("model", "train", "timing", "evaluate")}
+    rows = json.loads(files.test_confusion.read_text()) if files.test_confusion.is_file() else []
     record["confusion"] = Counter((r["actual"], r["predicted"]) for r in rows)
     record["curves"] = {
-        (split, metric): _curve(files.root / "dvclive" / f"train_{name}" / "plots" / "metrics" / split / f"{metric}.tsv")
-        for split in ("train", "val") for metric in ("acc", "loss")
+        (split, metric): _curve(files.curve(split, metric)) for split in ("train", "val") for metric in ("acc", "loss")
     }
     return record
 

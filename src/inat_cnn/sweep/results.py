@@ -24,14 +24,20 @@ import numpy as np
 
 from ..core.errors import UserError
 
-DEFAULT_METRIC = "metrics/train_scratch.json:best_val_acc"
+DEFAULT_METRIC = "metrics/train_scratch.json:scratch_val_acc"
 """The best epoch's accuracy on the validation split, written by the train_scratch stage."""
 
-TEST_METRIC_FILES = ("metrics/evaluate_*.json", "metrics/compare.json")
-"""Metrics files computed from the test split (the evaluate stages, and compare, which reads them):
-never a sweep's ranking metric."""
+LEGACY_KEYS = {"_val_acc": "best_val_acc", "_test_acc": "accuracy", "_epochs": "epochs_run",
+               "_pruned_at": "pruned_after_epoch"}
+"""Leaderboard keys (``<model>_val_acc``) -> the key the same number had in experiments run before
+the metrics became a leaderboard, so a sweep report still ranks them."""
 
-_LABELS = {"best_val_acc": "validation accuracy", "best_val_loss": "validation loss"}
+TEST_METRIC_FILES = ("metrics/evaluate_*.json", "metrics/compare.json", "metrics/details/evaluate_*.json",
+                     "metrics/details/compare.json")
+"""Files computed from the test split (the evaluate stages' leaderboard rows and details, and compare,
+which reads them; metrics/compare.json is where older experiments have it): never a sweep's ranking metric."""
+
+_LABELS = {"val_acc": "validation accuracy", "best_val_acc": "validation accuracy", "best_val_loss": "validation loss"}
 
 
 def parse_metric(metric: Any, where: str = "metric") -> tuple[str, str]:
@@ -62,9 +68,9 @@ def _model(file: str) -> str | None:
 
 
 def validation_metric_for(metric: str) -> str:
-    """The validation metric to rank by instead: ``metrics/train_<model>.json:best_val_acc``."""
+    """The validation metric to rank by instead: ``metrics/train_<model>.json:<model>_val_acc``."""
     model = _model(parse_metric(metric)[0])
-    return f"metrics/train_{model}.json:best_val_acc" if model else DEFAULT_METRIC
+    return f"metrics/train_{model}.json:{model}_val_acc" if model else DEFAULT_METRIC
 
 
 def refuse_test_metric(metric: str, where: str = "metric") -> None:
@@ -80,18 +86,34 @@ def refuse_test_metric(metric: str, where: str = "metric") -> None:
 
 def reported_test_metric(metric: str) -> str | None:
     """The test accuracy that goes with a training stage's metric (``metrics/train_scratch.json:...``
-    -> ``metrics/evaluate_scratch.json:accuracy``), to be shown beside it and never ranked by."""
+    -> ``metrics/evaluate_scratch.json:test_acc``), to be shown beside it and never ranked by."""
     file, _ = parse_metric(metric)
     model = _model(file)
     if model is None or not posixpath.basename(_normal(file)).startswith("train_"):
         return None
-    return f"{posixpath.dirname(_normal(file))}/evaluate_{model}.json:accuracy".lstrip("/")
+    return f"{posixpath.dirname(_normal(file))}/evaluate_{model}.json:{model}_test_acc".lstrip("/")
+
+
+def training_key(metric: str, suffix: str) -> str:
+    """The training stage's leaderboard key ``<model>_<suffix>`` beside ``metric`` (``epochs``, ``pruned_at``)."""
+    return f"{_model(parse_metric(metric)[0]) or 'scratch'}_{suffix}"
 
 
 def metric_label(metric: str) -> str:
-    """A name for people: ``validation accuracy`` for ``...:best_val_acc``, else the key."""
+    """A name for people: ``validation accuracy`` for ``...:scratch_val_acc``, else the key."""
     key = parse_metric(metric)[1]
-    return _LABELS.get(key, key)
+    return _LABELS.get(key, _LABELS.get(key.split("_", 1)[-1], key))
+
+
+def lookup(data: Any, key: str) -> Any:
+    """``data``'s value at the dotted ``key``, or at its :data:`LEGACY_KEYS` name; None where neither is."""
+    for candidate in (key, *(old for new, old in LEGACY_KEYS.items() if key.endswith(new) and "." not in key)):
+        node = data
+        for part in candidate.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            return node
+    return None
 
 
 # --------------------------------------------------------------------- reading dvc exp show --json
@@ -181,12 +203,7 @@ def _number(value: Any) -> float | None:
 
 def metric_value(exp: Experiment, metric: str) -> float | None:
     file, key = parse_metric(metric)
-    node: Any = exp.metrics.get(file)
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return _number(node)
+    return _number(lookup(exp.metrics.get(file), key))
 
 
 def available_metrics(exps: Iterable[Experiment]) -> list[str]:

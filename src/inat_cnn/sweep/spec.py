@@ -3,7 +3,7 @@
 A sweep file (``sweeps/*.yaml``) names params.yaml keys and what to try for each: a list of
 values (categorical) or a :class:`Range` (floats, or integers when both ends are integers)::
 
-    metric: metrics/train_scratch.json:best_val_acc  # FILE:KEY the study maximizes (validation only)
+    metric: metrics/train_scratch.json:scratch_val_acc  # FILE:KEY the study maximizes (validation only)
     goal: maximize                                   # or minimize (a loss)
     targets: [train_scratch]                         # stages each experiment reproduces (default: all)
     params:

@@ -48,7 +48,7 @@ from .queue import (
     Task, dvc, executor_alive, experiment_refs, json_at, queue_command, queue_experiment, queue_tasks, start_workers,
     status_by_name, workers_alive,
 )
-from .results import parse_metric, reported_test_metric
+from .results import lookup, parse_metric, reported_test_metric, training_key
 from .spec import Range, Sweep
 
 SAMPLERS = ("tpe", "random", "grid")
@@ -411,12 +411,9 @@ class Driver:
         result, no epoch trained (``restored``, ``epochs_run`` 0)."""
         file, key = parse_metric(self.sweep.metric)
         data = json_at(self.repo, rev, file)
-        node: Any = data
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
+        node = lookup(data, key)
         value = float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node) else None
-        epochs = data.get("epochs_run") if isinstance(data, dict) else None
-        pruned = data.get("pruned_after_epoch") if isinstance(data, dict) else None
+        epochs, pruned = (lookup(data, training_key(self.sweep.metric, k)) for k in ("epochs", "pruned_at"))
         attrs: dict[str, Any] = {"dvc_rev": rev, "epochs_run": epochs}
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
         if epochs and not self.storage.get_trial(trial_id).intermediate_values:  # a trial reports each epoch it

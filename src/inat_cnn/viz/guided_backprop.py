@@ -14,6 +14,8 @@ exactly the rule of the paper; for GELU/SiLU/… the same clamp is the usual gen
 
 from __future__ import annotations
 
+import math
+
 import os
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Literal, Sequence
@@ -140,16 +142,18 @@ def gradient_to_display(gradient: torch.Tensor) -> np.ndarray:
 
 def guided_backprop_grid(gradients: torch.Tensor, channel_ids: Sequence[int], out_path: str | os.PathLike,
                          image: np.ndarray | torch.Tensor | None = None, title: str | None = None) -> Figure:
-    """Write the maps ``(N, C, H, W)`` one per row (N×1, or (N+1)×1 with the input first); return the figure.
+    """Write the maps ``(N, C, H, W)`` (after the input, when given) in a near-square grid, row by row,
+    ceil(sqrt(cells)) columns wide: ten maps and the input are 4 x 3, not one column eleven images tall.
 
-    Each row is labelled "channel c" and normalised with :func:`gradient_to_display`.
-    ``image`` is the un-normalised input (uint8 HWC or float CHW in [0, 1]).
+    Each cell is labelled "channel c" and normalised with :func:`gradient_to_display`; unused cells stay
+    blank. ``image`` is the un-normalised input (uint8 HWC or float CHW in [0, 1]).
     """
     if gradients.dim() != 4 or len(gradients) != len(channel_ids):
         raise ValueError(f"expected {len(channel_ids)} maps (N, C, H, W), got shape {tuple(gradients.shape)}")
-    rows = len(gradients) + (image is not None)
-    fig, axes = new_grid(rows, 1, cell_w=3.2, cell_h=3.4)
-    cells = iter(axes[:, 0])
+    count = len(gradients) + (image is not None)
+    cols = math.ceil(math.sqrt(count))
+    fig, axes = new_grid(math.ceil(count / cols), cols, cell_w=3.2, cell_h=3.4)
+    cells = iter(axes.flat)
     if image is not None:
         ax = next(cells)
         ax.imshow(to_display_image(image), cmap="gray")
