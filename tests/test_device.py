@@ -12,14 +12,15 @@ import torch
 from torch import nn
 
 from inat_cnn.core.config import ScratchModelConfig, SyntheticConfig, TrainConfig
-from inat_cnn.core.errors import FieldError, fields_named
+from inat_cnn.core.errors import ConfigError, FieldError, fields_named
 from inat_cnn.data.batches import BatchLoader
 from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.preprocessing import BatchTransform, Preprocessing
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.training import device as device_module
-from inat_cnn.training import loop
+from inat_cnn.evaluation.metrics import class_logits
+from inat_cnn.training import distributed, loop
 from inat_cnn.training.device import arch_supported, choose_precision, select_device
 from inat_cnn.training.optim import make_optimizer, make_scheduler
 from test_train import FAST_TRAIN, SMALL_MODEL, prepare, train_small
@@ -188,6 +189,31 @@ def test_a_training_step_keeps_everything_on_a_non_cpu_device(prepared: Path, mo
     monkeypatch.setattr(loop.distributed, "sum_across", lambda t, ctx: summed.append(t.device) or torch.zeros(3))
     runner.train_epoch(loader, nn.CrossEntropyLoss(), optimizer, scheduler)
     assert summed == [meta] and all(p.device == meta for p in runner.model.parameters())
+    evaluation = BatchLoader(open_prepared(prepared, "val"), 4, meta, BatchTransform(Preprocessing((32, 32), source_size=40), augment=False))
+    for x, _ in evaluation:  # the evaluation view and its test-time mirror, as evaluation/metrics.py predicts
+        assert class_logits(runner.model.eval(), x, tta=True).device == meta
+
+
+@pytest.mark.parametrize(("kind", "local_rank", "device", "backend"),
+                         [("cuda", 1, torch.device("cuda", 1), "nccl"), ("cpu", 1, torch.device("cpu"), "gloo")])
+def test_each_rank_takes_its_own_gpu_with_nccl_and_the_cpu_with_gloo(monkeypatch, kind, local_rank, device, backend):
+    """Under torchrun (environment faked; no process group is really made): rank LOCAL_RANK on cuda:LOCAL_RANK."""
+    for var, value in (("RANK", local_rank), ("LOCAL_RANK", local_rank), ("WORLD_SIZE", 2)):
+        monkeypatch.setenv(var, str(value))
+    calls = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    ctx, chosen = distributed.start(torch.device(kind))
+    assert (ctx.rank, ctx.world_size, chosen) == (local_rank, 2, device)
+    assert calls == ([("set_device", device)] if kind == "cuda" else []) + [("init", backend)]
+
+
+def test_several_processes_on_mps_are_one_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"processes > 1 runs on CUDA GPUs \(NCCL\) or on the CPU \(gloo\), not on mps"):
+        distributed.start(torch.device("mps"))
 
 
 # ----------------------------------------------------------------------- real reduced-precision steps
