@@ -93,7 +93,7 @@ def unsupported_gpu(index: int = 0) -> str:
     build = f"torch {torch.__version__} (CUDA {torch.version.cuda}) has kernels for {', '.join(arch_list)} only"
     if any(arch_supported(capability, [f"sm_{a}"]) for a in LEGACY_WHEEL_ARCHS):
         pins = " ".join(f"{p}=={version(p).split('+')[0]}" for p in ("torch", "torchvision"))
-        fix = f"install the CUDA 12.6 build, which still has them: pip install {pins} --index-url {LEGACY_WHEELS}"
+        fix = f"install torch's CUDA 12.6 build, which still has kernels for it: pip install {pins} --index-url {LEGACY_WHEELS}"
     else:
         fix = "no current torch build supports this GPU"
     return f"the GPU {gpu} is not supported: {build}; {fix}"
