@@ -74,7 +74,7 @@ def run(model: str, params: dict, prepared: Path, seed: int, checkpoint: Path) -
     """One training run; its best val accuracy and that checkpoint's test accuracy."""
     from inat_cnn.data.prepared import open_prepared_splits
     from inat_cnn.evaluation.metrics import predict_logits
-    from inat_cnn.training.device import autocast_dtype, seed_everything, select_device
+    from inat_cnn.training.device import seed_everything, select_device
     from inat_cnn.training.loop import fit
 
     train, val, test = open_prepared_splits(prepared, ("train", "val", "test"))
@@ -87,10 +87,9 @@ def run(model: str, params: dict, prepared: Path, seed: int, checkpoint: Path) -
     device = select_device(cfg.device)
     with contextlib.redirect_stderr(io.StringIO()):
         logits, labels = predict_logits(net, test, spec.preprocessing, batch_size=64, device=device)
-    dtype, _ = autocast_dtype(device, cfg.amp)
     return {"seed": seed, "val_acc": result.best_val_acc, "test_acc": float(np.mean(logits.argmax(1) == labels)),
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": round(seconds, 1),
-            "device": str(device), "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch.")}
+            "device": str(device), "precision": result.precision.name}
 
 
 def spread(values: list[float]) -> str:

@@ -12,8 +12,8 @@ with the same model, batch size and device, each figure after warm-up:
   (c) end-to-end training images/s of inat_cnn's training loop (Runner.train_epoch: forward,
       backward, optimizer step, per-epoch host sync) fed by (a) and by (b');
   (d) the compute ceiling: the same loop on one batch already on the device, on the fastest path
-      the device offers (the precision the training loop picks: bf16 autocast on CUDA and on a CPU
-      with native bf16, else fp32; channels_last unless --no-channels-last);
+      the device offers (the precision the training loop picks with --amp auto: bf16 where the
+      hardware computes it natively, fp16 on CUDA 7.x, else fp32; channels_last unless --no-channels-last);
   (e) the training step (as d) in bf16 autocast, forced even where the CPU only emulates bf16,
       against the same step in fp32.
 (c, project) and (d), and the two of (e), are measured alternately for --rounds rounds; each ratio
@@ -54,7 +54,8 @@ from inat_cnn.data.preprocessing import (
 )
 from inat_cnn.data.split import Row, csv_text
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.training.device import autocast_dtype
+from inat_cnn.core.errors import UserError, fields_named
+from inat_cnn.training.device import AMPS, DEVICES, choose_precision, select_device
 from inat_cnn.training.loop import Runner
 from inat_cnn.training.optim import make_optimizer, make_scheduler
 
@@ -219,11 +220,12 @@ def repeat(batch):
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("throughput.py: --device cuda requested but torch.cuda.is_available() is False here; use --device cpu or auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    """The training stages' own choice (training/device.py), its errors shown under ``--device``."""
+    try:
+        with fields_named({"device": "--device"}):
+            return select_device(name)
+    except UserError as exc:
+        sys.exit(f"throughput.py: {exc}")
 
 
 def peak_rss_mib() -> tuple[float, float]:
@@ -242,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure-batches", type=int, default=6, help="timed training steps per figure (c, d)")
     p.add_argument("--rounds", type=int, default=3, help="alternating (c project) / (d) measurements")
     p.add_argument("--loader-batches", type=int, default=24, help="timed batches per loader-only figure (a, b)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--amp", choices=("bf16", "fp16", "none"), default="bf16",
-                   help="autocast dtype as train.amp (bf16 on CUDA and on CPUs with native bf16, else fp32)")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--amp", choices=AMPS, default="auto",
+                   help="precision as train.amp (auto: bf16 where native, fp16 on CUDA 7.x, else fp32)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()) / "inat_cnn_throughput",
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device} ({name}) | torch {torch.__version__} | {torch.get_num_threads()} intra-op threads | "
           f"{args.images} JPEGs {IMAGE_W}x{IMAGE_H} q{JPEG_QUALITY}, mean {mean_bytes / 1024:.0f} KiB "
           f"({'generated' if generated else 'cached'}) | batch {args.batch_size} | baseline workers {args.workers} | "
-          f"{autocast_dtype(device, args.amp)[1]} | channels_last {not args.no_channels_last} | compile {args.compile} | "
+          f"{choose_precision(device, args.amp).describe()} | channels_last {not args.no_channels_last} | compile {args.compile} | "
           f"warm-up {args.warmup_batches} | measured loader/train batches {args.loader_batches}/{args.measure_batches}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="inat_cnn_cache_") as tmp:
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loader+augment ratio: {r['b_aug'] / r['a']:.2f}")
     print(f"end-to-end vs ceiling: {r['c_vs_d']:.2f}   (median of {args.rounds} rounds)")
     print(f"bf16 vs fp32: {r['bf16_vs_fp32']:.2f}   (training step, median of {args.rounds} rounds; "
-          f"{autocast_dtype(device, 'bf16')[1]})")
+          f"{choose_precision(device, 'bf16').reason})")
     print(f"end-to-end vs baseline end-to-end: {r['c_proj'] / r['c_base']:.2f}")
     print(f"peak RSS: {own + children:.0f} MiB (self {own:.0f} MiB + largest child {children:.0f} MiB)")
     print(f"total runtime: {time.perf_counter() - t0:.1f}s", flush=True)

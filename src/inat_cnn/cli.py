@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files and/or folders of images")
     predict.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default: 3)")
     predict.add_argument("--json", action="store_true", help="print a JSON list of {path, top: [{class, probability}]}")
-    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: auto)")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="(default: auto)")
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                          help="average each image's probabilities with its mirror image's, as evaluate.tta does "
                          "(default: off, as evaluate.tta: it did not raise validation accuracy on flowers5)")

@@ -272,8 +272,10 @@ class TrainConfig:
     cutmix_alpha: float = 0.0  # > 0: cutmix with a Beta(alpha, alpha) share per sample (0: off)
     mix_prob: float = 1.0  # the share of training images mixed when mixup or cutmix is on
     early_stop_patience: int = 5
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["bf16", "fp16", "none"] = "bf16"  # bf16: on CUDA, and on a CPU with native bf16 (else fp32)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: a CUDA GPU torch supports, else MPS, else the CPU
+    # auto: bf16 where the hardware computes it natively (CUDA 8.0+, CPUs with AMX or AVX512-BF16), fp16 with
+    # loss scaling on CUDA 7.x, else fp32 (training/device.py); bf16, fp16 and none (fp32) force theirs
+    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
     channels_last: bool = True  # every device
     compile: bool = False  # torch.compile
     processes: int = 1  # > 1: the stage relaunches itself under torchrun (DistributedDataParallel), one per GPU

@@ -107,9 +107,10 @@ class BatchLoader:
 
 
 def _to_device(array: np.ndarray, device: torch.device, chunk: int = 512) -> torch.Tensor:
-    """A host array on ``device``: pinned, non-blocking copies on CUDA (in chunks, for a whole memmap)."""
+    """A host array on ``device``: pinned, non-blocking copies on CUDA (in chunks, for a whole memmap); a plain copy
+    on any other accelerator (MPS); shared, not copied, on the CPU."""
     if device.type != "cuda":
-        return torch.from_numpy(array if array.flags.writeable else np.array(array))
+        return torch.from_numpy(array if array.flags.writeable else np.array(array)).to(device)
     out = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype, device=device)
     for start in range(0, len(array), chunk):
         out[start : start + chunk].copy_(torch.from_numpy(np.array(array[start : start + chunk])).pin_memory(), non_blocking=True)

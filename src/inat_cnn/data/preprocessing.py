@@ -96,9 +96,9 @@ class AugmentDraws:
     jitter: torch.Tensor  # (N, 3) float32
 
     def to(self, device: torch.device) -> "AugmentDraws":
-        """On ``device`` with one non-blocking copy each (from pinned memory on CUDA)."""
+        """On ``device`` with one copy each (non-blocking from pinned memory on CUDA; none on the CPU)."""
         if device.type != "cuda":
-            return self
+            return AugmentDraws(self.boxes.to(device), self.jitter.to(device))
         return AugmentDraws(*(t.pin_memory().to(device, non_blocking=True) for t in (self.boxes, self.jitter)))
 
     def __getitem__(self, index: slice) -> "AugmentDraws":

@@ -73,8 +73,11 @@ def start(device: torch.device) -> tuple[Context, torch.device]:
             )
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError(f"processes > 1 runs on CUDA GPUs (NCCL) or on the CPU (gloo), not on {device.type}; "
+                          "use processes: 1 or device: cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")  # NCCL uses the GPU set just above
     return ctx, device
 
 

@@ -12,8 +12,9 @@ is the model: a training step and an evaluation step that each fit on a screen):
   after ``early_stop_patience`` epochs without improvement, and an optional per-epoch hook that
   may stop the run (a sweep's pruner).
 
-Batches come from the prepared uint8 cache (data/batches.py). autocast (bf16 on CUDA and on CPUs
-with native bf16, device.py) and channels_last apply on every device; torch.compile is optional.
+Batches come from the prepared uint8 cache (data/batches.py). The precision (``amp: auto``: bf16
+where the hardware computes it natively, fp16 with a GradScaler on CUDA 7.x, else fp32; device.py)
+and channels_last apply on every device; torch.compile is optional.
 On one CPU the same params and seed give the same metrics and byte-identical checkpoints run after
 run. Per-step values stay on the device: the host syncs once per epoch. Under torchrun it trains
 with DistributedDataParallel (see distributed.py).
@@ -38,7 +39,7 @@ from ..data.prepared import PreparedSplit, open_prepared_splits
 from ..data.preprocessing import BatchTransform
 from ..models.checkpoint import ModelSpec, save_checkpoint
 from . import distributed
-from .device import autocast_dtype, select_device
+from .device import Precision, choose_precision, select_device
 from .ema import WeightEMA
 from .mixing import Mixer, MixDraws
 from .optim import make_optimizer, make_scheduler
@@ -59,10 +60,11 @@ class FitResult:
     stopped_early: bool
     pruned_after_epoch: int | None = None  # a sweep's pruner stopped the run after this epoch
     history: list[dict[str, float]] = field(default_factory=list)
+    precision: Precision = Precision("fp32", "")  # what amp resolved to on this machine (timing, not results)
 
     def summary(self) -> dict[str, Any]:
         """Results only: a re-run with the same params, seed and machine writes the same bytes."""
-        return {k: v for k, v in self.__dict__.items() if k != "history"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("history", "precision")}
 
     def timing(self) -> dict[str, Any]:
         """Wall time and throughput: they change from run to run, so they live in a file of their own."""
@@ -73,6 +75,8 @@ class FitResult:
             "train_seconds": round(sum(seconds), 3),
             "images_per_s": round(images / train_seconds, 2) if train_seconds else 0.0,
             "epoch_seconds": [round(s, 3) for s in seconds],
+            "precision": self.precision.name,
+            "precision_reason": self.precision.reason,
         }
 
 
@@ -84,8 +88,10 @@ class Runner:
         self.ctx = ctx
         cuda = device.type == "cuda"
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.amp_dtype, self.precision = autocast_dtype(device, cfg.amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.precision = choose_precision(device, cfg.amp)  # resolved once per run
+        self.amp_dtype = self.precision.dtype
+        # fp16 only; step() unscales before stepping (a gradient clip would need scaler.unscale_(optimizer) first)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.scaled)
         self.model = model.to(device, memory_format=self.memory_format)
         compiled = cfg.compile
         self.eval_forward = torch.compile(self.model) if compiled else self.model
@@ -143,8 +149,9 @@ class _Totals:
     """Loss, correct predictions and images summed on the device; one host sync per epoch."""
 
     def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device, dtype=torch.float64)
-        self.correct = torch.zeros((), device=device, dtype=torch.float64)
+        self.dtype = accumulator_dtype(device)
+        self.loss = torch.zeros((), device=device, dtype=self.dtype)
+        self.correct = torch.zeros((), device=device, dtype=self.dtype)
         self.seen = 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
@@ -154,10 +161,15 @@ class _Totals:
 
     def result(self, ctx: distributed.Context, start: float) -> dict[str, float]:
         """loss, acc and images summed over every rank (the epoch's one host sync), and this rank's seconds."""
-        totals = torch.stack([self.loss, self.correct, torch.tensor(float(self.seen), device=self.loss.device, dtype=torch.float64)])
+        totals = torch.stack([self.loss, self.correct, torch.tensor(float(self.seen), device=self.loss.device, dtype=self.dtype)])
         loss_sum, correct, seen = distributed.sum_across(totals, ctx).tolist()
         return {"loss": loss_sum / max(seen, 1), "acc": correct / max(seen, 1), "images": int(seen),
                 "seconds": time.perf_counter() - start}
+
+
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the epoch's sums, except on MPS, which has no float64 (float32 counts images exactly to 2**24)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 @dataclass(frozen=True)
@@ -204,7 +216,7 @@ def fit(
     kept = model if ema is None else ema.module  # what is validated, checkpointed and returned
     mixer = Mixer(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, len(spec.class_names))
     if ctx.is_main:
-        print(f"training on {device}: {runner.precision}, {'channels_last' if cfg.channels_last else 'NCHW'}; "
+        print(f"training on {device}: {runner.precision.describe()}, {'channels_last' if cfg.channels_last else 'NCHW'}; "
               + describe_recipe(cfg, ema), flush=True)
     log_epoch = log_epoch if ctx.is_main else None
     resume = resume or ResumeState(None)
@@ -245,7 +257,7 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(progress.best_epoch, progress.best_acc, progress.best_loss, len(progress.history),
-                     progress.stopped_early, progress.pruned_after_epoch, progress.history)
+                     progress.stopped_early, progress.pruned_after_epoch, progress.history, runner.precision)
 
 
 def describe_recipe(cfg: TrainConfig, ema: WeightEMA | None) -> str:
