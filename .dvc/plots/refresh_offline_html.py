@@ -18,6 +18,7 @@ to travel with the code.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,14 @@ def licence_file(package: Path) -> Path | None:
     return next((p for p in sorted(package.iterdir()) if p.name.lower().startswith(("license", "licence"))), None)
 
 
+def licences_by_repository(found: list[Path]) -> dict[str, str]:
+    by_repo: dict[str, str] = {}
+    for package in found:
+        if file := licence_file(package):
+            by_repo.setdefault(repository(package), file.read_text(encoding="utf8", errors="replace").strip())
+    return by_repo
+
+
 def licence_text(package: Path, by_repo: dict[str, str]) -> str:
     """The package's licence file; vega's monorepo packages (vega itself among them) do not all ship
     the repository's LICENSE, so one without a file gets the one of a package from the same repository."""
@@ -144,14 +153,15 @@ def main() -> None:
         scripts = "\n".join(f'    <script type="text/javascript">/* {name}@{version}, {name}/build/{name}.min.js from'
                             f" the npm registry */\n{bundle(modules, name)}\n    </script>" for name, version in PINS.items())
         found = packages(modules)
-        by_repo = {}
-        for package in found:
-            if file := licence_file(package):
-                by_repo.setdefault(repository(package), file.read_text(encoding="utf8", errors="replace").strip())
+        by_repo = licences_by_repository(found)
         page = PAGE.format(notices="\n".join(notice(modules / name, by_repo) for name in PINS), scripts=scripts)
         text = licences(found, by_repo)
-    LICENSES.write_text(text, encoding="utf8")
-    TEMPLATE.write_text(page, encoding="utf8")
+    # both files or neither: a failed write leaves the previous pair, never a page without its licences
+    temps = {path: path.with_name(f".{path.name}.tmp") for path in (LICENSES, TEMPLATE)}
+    temps[LICENSES].write_text(text, encoding="utf8")
+    temps[TEMPLATE].write_text(page, encoding="utf8")
+    for path, temp in temps.items():
+        os.replace(temp, path)
     print(f"wrote {TEMPLATE.relative_to(HERE.parent.parent)} ({len(page.encode()) // 1024} KiB: "
           f"{', '.join(f'{n}@{v}' for n, v in PINS.items())}) and {LICENSES.relative_to(HERE.parent.parent)}")
 
