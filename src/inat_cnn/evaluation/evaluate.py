@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,6 +34,25 @@ def _first_activation(model: nn.Module) -> nn.Module:
     return next(m for m in model.modules() if is_activation(m))
 
 
+def _open_test(checkpoint_path: Path, prepared_dir: Path, cfg: EvaluateConfig):
+    """The checkpoint's model, spec and dict, and the prepared TEST split, checked against each other."""
+    from ..data.prepared import open_prepared
+    from ..models.build import load_model
+
+    model, spec, ckpt = load_model(checkpoint_path)
+    test = open_prepared(prepared_dir, "test")
+    if test.class_names != list(spec.class_names):
+        raise UserError(f"{prepared_dir}: classes {test.class_names} differ from {checkpoint_path}'s {spec.class_names}")
+    if test.side != spec.preprocessing.source_size:
+        raise UserError(
+            f"{prepared_dir / 'test'}: its squares are {test.side} px but {checkpoint_path} was trained on "
+            f"{spec.preprocessing.source_size} px squares; rebuild the cache and the model together (dvc repro)"
+        )
+    if cfg.sample_index >= len(test):
+        raise FieldError("sample_index", cfg.sample_index, f"is not allowed; the test set has {len(test)} images")
+    return model, spec, ckpt, test
+
+
 def evaluate_checkpoint(
     checkpoint_path: Path,
     prepared_dir: Path,
@@ -53,66 +73,61 @@ def evaluate_checkpoint(
     """
     from dvclive import Live
 
-    from ..data.prepared import open_prepared
-    from ..models.build import load_model
     from ..models.checkpoint import has_temperature, temperature_of
     from ..training.device import select_device
-    from ..viz.calibration import reliability_diagram
-    from ..viz.filters import feature_map_grid, filter_grid
-    from ..viz.guided_backprop import guided_backprop, guided_backprop_grid, top_channels
-    from ..viz.predictions import (
-        Prediction,
-        confusion_matrix_png,
-        prediction_grid,
-        select_grid_samples,
-    )
-    from ..viz.probe import first_conv, layer_activations
 
-    model, spec, ckpt = load_model(checkpoint_path)
+    model, spec, ckpt, test = _open_test(checkpoint_path, prepared_dir, cfg)
     names = spec.class_names
-    test = open_prepared(prepared_dir, "test")
-    if test.class_names != list(names):
-        raise UserError(f"{prepared_dir}: classes {test.class_names} differ from {checkpoint_path}'s {names}")
-    if test.side != spec.preprocessing.source_size:
-        raise UserError(
-            f"{prepared_dir / 'test'}: its squares are {test.side} px but {checkpoint_path} was trained on "
-            f"{spec.preprocessing.source_size} px squares; rebuild the cache and the model together (dvc repro)"
-        )
-    pre = spec.preprocessing
-    if cfg.sample_index >= len(test):
-        raise FieldError("sample_index", cfg.sample_index, f"is not allowed; the test set has {len(test)} images")
-    logits, labels = predict_logits(model, test, pre, batch_size=cfg.batch_size, device=select_device(device), tta=cfg.tta)
+    logits, labels = predict_logits(model, test, spec.preprocessing, batch_size=cfg.batch_size,
+                                    device=select_device(device), tta=cfg.tta)
     model.cpu()
-    temperature, fitted = temperature_of(ckpt), has_temperature(ckpt)
-    probs = softmax(logits, temperature)  # calibrated confidences (T = 1 for a checkpoint without one)
+    temperature = temperature_of(ckpt) if has_temperature(ckpt) else None  # None: not fitted, T = 1
+    probs = softmax(logits, temperature or 1.0)  # calibrated confidences
     preds = probs.argmax(1)
     metrics = classification_metrics(labels, preds, names)
     metrics["checkpoint_epoch"] = ckpt.get("epoch")
     metrics["tta"] = cfg.tta
     metrics["calibration"] = measure_calibration(
-        logits, labels, temperature if fitted else None,
-        note=None if fitted else "not fitted: no temperature in the checkpoint (the training stage's details say why)",
+        logits, labels, temperature,
+        note=None if temperature else "not fitted: no temperature in the checkpoint (the training stage's details say why)",
     ).to_dict()
-    cm = confusion(labels, preds, len(names))
-
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         live.log_sklearn_plot(
             "confusion_matrix", [names[i] for i in labels], [names[i] for i in preds], name="confusion_matrix.json"
         )
-
     plots_dir.mkdir(parents=True, exist_ok=True)
-    confusion_matrix_png(cm, names, plots_dir / "confusion_matrix.png", title="test confusion matrix")
+    _prediction_figures(test, names, logits, labels, temperature, cfg.grid_cols, plots_dir)
+    _model_figures(model, spec.preprocessing, test, cfg, plots_dir)
+    return metrics
+
+
+def _prediction_figures(test, names: list[str], logits: np.ndarray, labels: np.ndarray, temperature: float | None,
+                        grid_cols: int, plots_dir: Path) -> None:
+    """confusion_matrix.png, predictions_grid.png and reliability.png (the after panel only where T was fitted)."""
+    from ..viz.calibration import reliability_diagram
+    from ..viz.predictions import Prediction, confusion_matrix_png, prediction_grid, select_grid_samples
+
+    probs = softmax(logits, temperature or 1.0)
+    preds = probs.argmax(1)
+    confusion_matrix_png(confusion(labels, preds, len(names)), names, plots_dir / "confusion_matrix.png",
+                         title="test confusion matrix")
     rows = [
         [Prediction(test.image(i), int(labels[i]), int(preds[i]), float(probs[i, preds[i]])) for i in indices]
-        for indices in select_grid_samples(labels, len(names), cfg.grid_cols)
+        for indices in select_grid_samples(labels, len(names), grid_cols)
     ]
-    confidence = f"confidence at temperature {temperature:.3g}" if fitted else "raw confidence: temperature not fitted"
-    prediction_grid(rows, names, plots_dir / "predictions_grid.png", cols=cfg.grid_cols,
-                    title=f"test predictions ({confidence})")
+    confidence = f"confidence at temperature {temperature:.3g}" if temperature else "raw confidence: temperature not fitted"
+    prediction_grid(rows, names, plots_dir / "predictions_grid.png", cols=grid_cols, title=f"test predictions ({confidence})")
     series = {"before (T = 1)": reliability_bins(softmax(logits), labels, ECE_BINS)}
-    if fitted:
+    if temperature:
         series[f"after (T = {temperature:.3g}, fitted on val)"] = reliability_bins(probs, labels, ECE_BINS)
     reliability_diagram(series, plots_dir / "reliability.png", title=f"reliability on the test set ({ECE_BINS} bins)")
+
+
+def _model_figures(model: nn.Module, pre, test, cfg: EvaluateConfig, plots_dir: Path) -> None:
+    """filters.png, feature_maps.png and guided_backprop.png of test image ``cfg.sample_index``."""
+    from ..viz.filters import feature_map_grid, filter_grid
+    from ..viz.guided_backprop import guided_backprop, guided_backprop_grid, top_channels
+    from ..viz.probe import first_conv, layer_activations
 
     image = BatchTransform(pre, augment=False)(test.image(cfg.sample_index)[None])[0]
     shown = (image * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]).clamp(0, 1)
@@ -129,4 +144,3 @@ def evaluate_checkpoint(
         guided_backprop(model, image, target, channels), channels, plots_dir / "guided_backprop.png",
         title=f"guided backprop\nlast conv block\n{sample_name}",
     )
-    return metrics
