@@ -34,7 +34,9 @@ def test_model_observations_name_ties_and_the_val_to_test_gap():
     assert facts[0] == ("Best validation accuracy 50.0 % at epoch 3 of 9 (stopped early); that checkpoint scores "
                         "42.0 % on the test set (-8.0 points).")
     assert facts[1] == "Easiest: cat (F1 0.90); hardest: dog, owl (F1 0.20)."
-    assert facts[2] == "Most confused: dog ↔ owl (2 test images)."
+    assert facts[2] == "Most confused: dog ↔ owl (2 test images)." and len(facts) == 3  # no precision recorded
+    record["timing"] = {"precision": "fp32", "precision_reason": "amp auto: this CPU has no native bf16"}
+    assert model_observations(record)[3] == "Trained in fp32: amp auto: this CPU has no native bf16."
 
 
 def test_sweep_observations_name_the_most_important_param_and_its_best_value():

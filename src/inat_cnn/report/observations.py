@@ -56,6 +56,9 @@ def model_observations(record: dict[str, Any]) -> list[str]:
     pairs = confused_pairs(record["confusion"])
     if pairs:
         facts.append("Most confused: " + "; ".join(f"{a} ↔ {b} ({n} test images)" for a, b, n in pairs) + ".")
+    timing = record.get("timing") or {}
+    if timing.get("precision"):  # recorded since amp: auto
+        facts.append(f"Trained in {timing['precision']}: {timing.get('precision_reason', '')}.")
     return facts
 
 
