@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UserError
+
+if TYPE_CHECKING:  # the one definition, in the training loop that calls it (no import at run time)
+    from ..training.loop import EpochHook
 
 STORAGE_ENV = "INAT_CNN_SWEEP_STORAGE"
 STUDY_ENV = "INAT_CNN_SWEEP_STUDY"
@@ -37,7 +40,6 @@ DEFAULT_PRUNER = "halving"
 TPE + successive halving reached within 0.01 of the grid's best in a median 0.161 of the grid's
 epochs, every seed; TPE + Hyperband 0.271 (2 seeds never); the median rule never, in 12 seeds."""
 
-EpochHook = Callable[[dict[str, float]], bool]
 
 
 def trial_name(study: str, number: int) -> str:

@@ -180,6 +180,94 @@ class Mixing:
     draws: MixDraws
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch of a run: every epoch reseeds dropout, batch order, augmentation and
+    mixing from it, so a run resumed after epoch k draws exactly what an uninterrupted one does
+    (x1000: a run seed's epochs never reach the next run seed's)."""
+    return seed * 1000 + epoch
+
+
+@dataclass
+class _Epochs:
+    """What every epoch of one :func:`fit` uses, and the epoch's steps: train, validate, keep, ask the hook."""
+
+    runner: Runner
+    cfg: TrainConfig
+    spec: ModelSpec
+    train_loader: BatchLoader
+    val_loader: BatchLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: nn.Module  # label-smoothed: training and validation losses are the same measure
+    ema: WeightEMA | None
+    mixer: Mixer
+    seed: int
+    checkpoint_path: str | Path
+    epoch_hook: EpochHook | None
+
+    @property
+    def kept(self) -> nn.Module:
+        """What is validated, checkpointed and returned: the weights, or their moving average."""
+        return self.runner.model if self.ema is None else self.ema.module
+
+    def run(self, epoch: int) -> tuple[dict[str, float], dict[str, float], float]:
+        """Train one epoch and validate: (train row, val row, the epoch's first lr)."""
+        ctx, seed = self.runner.ctx, epoch_seed(self.seed, epoch)
+        torch.manual_seed(seed + 7919 * ctx.rank)  # a prime apart: each rank's dropout draws its own stream
+        self.train_loader.set_epoch(seed)  # the same order on every rank: each takes its shard of it
+        mix = None
+        if self.mixer.enabled:
+            draws = self.mixer.draw(len(self.train_loader.order()), torch.Generator().manual_seed(seed * 1013 + ctx.rank))
+            mix = Mixing(self.mixer, draws.to(self.runner.device))
+        lr = max(group["lr"] for group in self.optimizer.param_groups)
+        tr = self.runner.train_epoch(self.train_loader, self.loss_fn, self.optimizer, self.scheduler, mix=mix, ema=self.ema,
+                                     desc=f"epoch {epoch}/{self.cfg.epochs} train")
+        distributed.broadcast_buffers(self.runner.model, ctx)
+        if self.ema is not None:  # averaged from each rank's own last-step statistics: rank 0's for all
+            distributed.broadcast_buffers(self.ema.module, ctx)
+        va = self.runner.evaluate(self.val_loader, self.loss_fn, None if self.ema is None else self.ema.module,
+                                  desc=f"epoch {epoch}/{self.cfg.epochs} val")
+        return tr, va, lr
+
+    def keep(self, progress: Progress) -> dict[str, torch.Tensor]:
+        """The improved weights, on the CPU, and (rank 0) the best checkpoint written."""
+        best_state = {k: v.detach().cpu().clone() for k, v in self.kept.state_dict().items()}
+        if self.runner.ctx.is_main:
+            save_checkpoint(self.checkpoint_path, best_state, self.spec, epoch=progress.best_epoch, metrics=progress.best_metrics)
+        return best_state
+
+    def hook_stops(self, progress: Progress) -> bool:
+        """Whether the epoch hook (a sweep's pruner, on rank 0) stops the run: every rank stops together."""
+        ctx = self.runner.ctx
+        stop = self.epoch_hook is not None and ctx.is_main and self.epoch_hook(progress.history[-1])
+        if distributed.sum_across(torch.tensor(float(stop), device=self.runner.device), ctx).item() == 0:
+            return False
+        if ctx.is_main:
+            print(f"pruned after epoch {progress.epoch} (best val accuracy {progress.best_acc:.3f} at epoch "
+                  f"{progress.best_epoch})", flush=True)
+        return True
+
+
+def _epochs(model: nn.Module, spec: ModelSpec, train_split: PreparedSplit, val_split: PreparedSplit, cfg: TrainConfig,
+            seed: int, checkpoint_path: str | Path, param_groups: list[dict[str, Any]] | None,
+            epoch_hook: EpochHook | None) -> _Epochs:
+    """Device, loaders, optimizer, schedule, average and mixing of one run, printed in one line."""
+    ctx, device = distributed.start(select_device(cfg.device))
+    runner = Runner(model, cfg, device, ctx)
+    shard = {"rank": ctx.rank, "world_size": ctx.world_size}
+    train_loader = BatchLoader(train_split, cfg.batch_size, device, BatchTransform(spec.preprocessing, augment=cfg.augment),
+                               shuffle=True, pad=True, **shard)
+    val_loader = BatchLoader(val_split, cfg.batch_size, device, BatchTransform(spec.preprocessing, augment=False), **shard)
+    optimizer = make_optimizer(cfg, param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}])
+    ema = WeightEMA(runner.model, cfg.ema_epochs, len(train_loader)) if cfg.ema_epochs > 0 else None
+    if ctx.is_main:
+        print(f"training on {device}: {runner.precision.describe()}, {'channels_last' if cfg.channels_last else 'NCHW'}; "
+              + describe_recipe(cfg, ema), flush=True)
+    return _Epochs(runner, cfg, spec, train_loader, val_loader, optimizer, make_scheduler(cfg, optimizer, len(train_loader)),
+                   nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), ema, Mixer(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, len(spec.class_names)), seed,
+                   checkpoint_path, epoch_hook)
+
+
 def fit(
     model: nn.Module,
     spec: ModelSpec,
@@ -197,67 +285,38 @@ def fit(
     """Train ``model``; the best-val-accuracy weights end up in ``checkpoint_path`` and in ``model``.
 
     With ``cfg.ema_epochs`` the moving average of the weights is what is validated, kept and
-    returned. Every epoch reseeds the RNGs from ``(seed, epoch)`` (dropout, batch order,
-    augmentation, mixing), so a run resumed from ``resume`` after epoch k ends exactly like an
-    uninterrupted one. ``epoch_hook`` (a sweep's pruner) sees each epoch's row on rank 0 and stops
-    the run by returning True. Under torchrun every rank calls this; rank 0 alone writes files.
+    returned. Every epoch reseeds the RNGs from :func:`epoch_seed`, so a run resumed from ``resume``
+    after epoch k ends exactly like an uninterrupted one. ``epoch_hook`` (a sweep's pruner) sees each
+    epoch's row on rank 0 and stops the run by returning True. Under torchrun every rank calls this;
+    rank 0 alone writes files.
     """
     spec.preprocessing.check_source(f"the {spec.arch} model")  # before any device or process-group work
-    ctx, device = distributed.start(select_device(cfg.device))
-    runner = Runner(model, cfg, device, ctx)
-    shard = {"rank": ctx.rank, "world_size": ctx.world_size}
-    train_loader = BatchLoader(train_split, cfg.batch_size, device, BatchTransform(spec.preprocessing, augment=cfg.augment),
-                               shuffle=True, pad=True, **shard)
-    val_loader = BatchLoader(val_split, cfg.batch_size, device, BatchTransform(spec.preprocessing, augment=False), **shard)
-    optimizer = make_optimizer(cfg, param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}])
-    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    ema = WeightEMA(runner.model, cfg.ema_epochs, len(train_loader)) if cfg.ema_epochs > 0 else None
-    kept = model if ema is None else ema.module  # what is validated, checkpointed and returned
-    mixer = Mixer(cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, len(spec.class_names))
-    if ctx.is_main:
-        print(f"training on {device}: {runner.precision.describe()}, {'channels_last' if cfg.channels_last else 'NCHW'}; "
-              + describe_recipe(cfg, ema), flush=True)
+    run = _epochs(model, spec, train_split, val_split, cfg, seed, checkpoint_path, param_groups, epoch_hook)
+    ctx = run.runner.ctx
     log_epoch = log_epoch if ctx.is_main else None
     resume = resume or ResumeState(None)
     writer = resume if ctx.is_main else ResumeState(None)
-    states = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": runner.scaler, "ema": ema}
+    states = {"model": model, "optimizer": run.optimizer, "scheduler": run.scheduler, "scaler": run.runner.scaler, "ema": run.ema}
     progress, best_state = _restore(resume, states, checkpoint_path, spec, log_epoch, ctx.is_main)
     while progress.epoch < cfg.epochs and not progress.stopped_early and progress.pruned_after_epoch is None:
         epoch = progress.epoch + 1
-        torch.manual_seed(seed * 1000 + epoch + 7919 * ctx.rank)
-        train_loader.set_epoch(seed * 1000 + epoch)
-        mix = None
-        if mixer.enabled:
-            draws = mixer.draw(len(train_loader.order()), torch.Generator().manual_seed((seed * 1000 + epoch) * 1013 + ctx.rank))
-            mix = Mixing(mixer, draws.to(device))
-        lr = max(group["lr"] for group in optimizer.param_groups)
-        tr = runner.train_epoch(train_loader, loss_fn, optimizer, scheduler, mix=mix, ema=ema, desc=f"epoch {epoch}/{cfg.epochs} train")
-        distributed.broadcast_buffers(model, ctx)
-        if ema is not None:  # averaged from each rank's own last-step statistics: rank 0's for all
-            distributed.broadcast_buffers(ema.module, ctx)
-        va = runner.evaluate(val_loader, loss_fn, None if ema is None else ema.module, desc=f"epoch {epoch}/{cfg.epochs} val")
+        tr, va, lr = run.run(epoch)
         improved = progress.record(epoch, tr, va, lr, cfg.early_stop_patience)
         if ctx.is_main:
             _print_epoch(progress, cfg.epochs, improved)
         if log_epoch is not None:
             log_epoch(progress.history[-1])
         if improved:
-            best_state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
-            if ctx.is_main:
-                save_checkpoint(checkpoint_path, best_state, spec, epoch=progress.best_epoch, metrics=progress.best_metrics)
-        stop = epoch_hook is not None and ctx.is_main and epoch_hook(progress.history[-1])
-        if distributed.sum_across(torch.tensor(float(stop), device=device), ctx).item() > 0:  # every rank stops together
+            best_state = run.keep(progress)
+        if run.hook_stops(progress):
             progress.pruned_after_epoch = epoch
-            if ctx.is_main:
-                print(f"pruned after epoch {epoch} (best val accuracy {progress.best_acc:.3f} at epoch {progress.best_epoch})", flush=True)
         writer.save(progress, best_state, **{k: None if s is None else s.state_dict() for k, s in states.items()})
     writer.clear()
     distributed.stop(ctx)
     if best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(progress.best_epoch, progress.best_acc, progress.best_loss, len(progress.history),
-                     progress.stopped_early, progress.pruned_after_epoch, progress.history, runner.precision)
+                     progress.stopped_early, progress.pruned_after_epoch, progress.history, run.runner.precision)
 
 
 def describe_recipe(cfg: TrainConfig, ema: WeightEMA | None) -> str:
