@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
-from ..evaluation.calibration import ReliabilityBins
 from .canvas import DPI, save_png
+
+if TYPE_CHECKING:  # viz draws what it is given: it imports nothing of evaluation at run time
+    from ..evaluation.calibration import ReliabilityBins
 
 GAP_COLOUR = "#d73027"
 BAR_COLOUR = "#4575b4"
