@@ -10,8 +10,8 @@ it generates the synthetic source at the given size (default 10 classes x 1,000 
 test, 600-800 px photo-sized JPEGs, ~200 KiB each: the size of the real archive's images) and measures
 
   1. `dvc repro -s download`, `stratified_split`, `prepare` one at a time: wall time (the stage's
-     command plus DVC hashing and caching its outs), the command's own time, peak RSS of the
-     largest process (DVC or the stage; os.wait4 of the dvc process tree);
+     command plus DVC hashing and caching its outs), the command's own time and peak RSS
+     (/usr/bin/time), the peak RSS of the largest process (DVC or the stage: os.wait4 of dvc);
   2. disk (real blocks, `du`; a hardlinked file counts once): data/, .dvc/cache, both together,
      against the data's own size (`du -L data`: links followed);
   3. `dvc checkout` of data/ after deleting it;
@@ -91,8 +91,8 @@ def stage_times(log: Path) -> dict[str, list[tuple[str, float, str]]]:
     events: dict[str, list] = {}
     for line in log.read_text().splitlines() if log.exists() else []:
         fields = line.split()
-        if fields[0] == "probe":
-            events.setdefault("probe", []).append(tuple(fields[1:]))
+        if fields[0] in ("probe", "rss"):
+            events.setdefault(fields[0], []).append(tuple(fields[1:]))
             continue
         if fields[-2] == "start":
             fields.append("")  # no rc
@@ -106,9 +106,12 @@ def make_project(copy: Path, variant: str, sizes: dict[str, int], log: Path, env
     make_copy(copy, env)
     set_params(copy, {f"data.synthetic.{key}": value for key, value in sizes.items()})
     stages = yaml.safe_load((copy / "dvc.yaml").read_text())["stages"]
-    probe = (f'echo "probe $(find data -type f | wc -l) $(find data -type f -links +1 | wc -l) '
-             f'$(find data -type l | wc -l) $(du -s -B1 data | cut -f1) $PWD" >> {shlex.quote(str(log))}; exit {PROBE_EXIT}')
+    dirs, quoted = " ".join(DATA_DIRS), shlex.quote(str(log))
+    probe = (f'echo "probe $(find {dirs} -type f | wc -l) $(find {dirs} -type f -links +1 | wc -l) '
+             f'$(find {dirs} -type l | wc -l) $(du -s -c -B1 {dirs} | tail -1 | cut -f1) $PWD" >> {quoted}; exit {PROBE_EXIT}')
     stages[PROBE_STAGE]["cmd"] = probe
+    for stage in DATA_STAGES:  # the command's own peak RSS (KiB), apart from DVC's
+        stages[stage]["cmd"] = f'/usr/bin/time -a -o {quoted} -f "rss {stage} %M" {stages[stage]["cmd"]}'
     wrap_commands(copy, stages, [*DATA_STAGES, PROBE_STAGE], log)
     (copy / "dvc.lock").unlink(missing_ok=True)
     run(["git", "init", "-q"], copy, env)
@@ -124,7 +127,8 @@ def measure_stages(copy: Path, log: Path, env: dict[str, str]) -> dict[str, dict
         wall, rss = measured(["dvc", "repro", "-s", stage], copy, env)
         (start, t0, _), (end, t1, rc) = stage_times(log)[stage][-2:]
         assert (start, end, rc) == ("start", "end", "0"), (start, end, rc)
-        rows[stage] = {"wall_s": wall, "cmd_s": t1 - t0, "rss_gib": rss}
+        cmd_rss = next(int(kib) for name, kib in reversed(stage_times(log)["rss"]) if name == stage) * 1024 / GIB
+        rows[stage] = {"wall_s": wall, "cmd_s": t1 - t0, "rss_gib": rss, "cmd_rss_gib": cmd_rss}
     commit(copy, "dvc.lock of the data stages", env)
     return rows
 
@@ -185,7 +189,9 @@ def table(results: dict[str, dict]) -> str:
     for stage in DATA_STAGES:
         rows += [(f"`{stage}`: wall s (command + DVC hashing/caching)", "{:.1f}", lambda r, s=stage: r["stages"][s]["wall_s"]),
                  (f"`{stage}`: its command alone, s", "{:.1f}", lambda r, s=stage: r["stages"][s]["cmd_s"]),
-                 (f"`{stage}`: peak RSS, GiB", "{:.2f}", lambda r, s=stage: r["stages"][s]["rss_gib"])]
+                 (f"`{stage}`: its command's peak RSS, GiB", "{:.2f}", lambda r, s=stage: r["stages"][s]["cmd_rss_gib"]),
+                 (f"`{stage}`: peak RSS of the largest process (dvc or the command), GiB", "{:.2f}",
+                  lambda r, s=stage: r["stages"][s]["rss_gib"])]
     rows += [("data's own size (`du -L data`), GiB", "{:.2f}", lambda r: r["disk"]["data_own_gib"]),
              ("data/ on disk, GiB", "{:.2f}", lambda r: r["disk"]["data_gib"]),
              (".dvc/cache on disk, GiB", "{:.2f}", lambda r: r["disk"]["cache_gib"]),
