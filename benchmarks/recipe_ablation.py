@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from inat_cnn.core.outputs import ModelFiles
+
 REPO = Path(__file__).resolve().parents[1]
 
 # row -> the params it overrides (section.key -> value); "defaults" overrides nothing
@@ -110,8 +112,9 @@ def main() -> None:
                 run(f"{'train_scratch' if model == 'scratch' else 'finetune'}.py", cwd=work, log=log)
                 seconds = time.perf_counter() - start
                 run("evaluate.py", model, cwd=work, log=log)
-                train = json.loads((work / f"metrics/train_{model}.json").read_text())
-                test = json.loads((work / f"metrics/evaluate_{model}.json").read_text())
+                files = ModelFiles(model, work)
+                train = json.loads(files.details("train").read_text())
+                test = json.loads(files.details("evaluate").read_text())
                 val = train["best_val_acc"]
                 reference = val if reference is None else reference
                 print(f"| {row} | {val:.3f} | {test['accuracy']:.3f} | {val - reference:+.3f} | {train['epochs_run']} | {seconds:.0f} |", flush=True)

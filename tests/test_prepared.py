@@ -144,7 +144,7 @@ def test_prepare_stage_reports_its_output(prepared: Path, tmp_path: Path, raw: P
     (tmp_path / "data" / "split").symlink_to(prepared.parent / "split")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"prepare": {"side": 32, "workers": 1}}))
     run([sys.executable, str(REPO / "stages" / "prepare.py")], tmp_path)
-    report = json.loads((tmp_path / "metrics" / "prepare.json").read_text())
+    report = json.loads((tmp_path / "metrics" / "details" / "prepare.json").read_text())
     assert report["counts"] == {"train": 13, "val": 5, "test": 6} and report["side"] == 32
     assert report["bytes"] == 24 * 3 * 32 * 32 + 3 * 128  # three .npy headers of 128 bytes
     assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == ["test", "train", "val"]  # no temp left

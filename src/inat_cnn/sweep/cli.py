@@ -160,7 +160,7 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
         description="Read the study (when there is one) and `dvc exp show --json`, rank the finished experiments by "
         "a validation metric and write the metric-vs-created, parallel-coordinates, importance and trial-curve "
         "figures and a Markdown report. A metric computed from the test split (metrics/evaluate_*.json, "
-        "metrics/compare.json) is refused.",
+        "metrics/details/evaluate_*.json, metrics/details/compare.json) is refused.",
     )
     report.add_argument("--metric", metavar="FILE:KEY",
                         help=f"what to rank by, a validation metric (default: the sweep file's or study's metric, else "
