@@ -120,7 +120,7 @@ def repo_layout(root: Path, hostile_files: dict[str, bytes] | None = None) -> Pa
     for name, data in (hostile_files or {}).items():
         (raw / "test" / "Aves" / name).write_bytes(data)
     write_split(stratified_split(raw / "train", 0.25, 0, raw / "test"), root / "data" / "split")
-    (root / "params.yaml").write_text(yaml.safe_dump({"prepare": {"side": 64, "workers": 2}}))
+    (root / "params.yaml").write_text(yaml.safe_dump({"prepare": {"side": 64, "workers": 2}, "data": {}}))
     return root
 
 

@@ -3,6 +3,7 @@ junk beyond an image's end, relative data sources in queued experiments, and str
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,3 +135,101 @@ def test_any_stage_removes_the_temps_of_killed_writers_zombies_included_and_keep
         for proc in (*killed, live):
             proc.kill()
             proc.wait()
+
+
+# ------------------------------------------------------------------ 3. junk beyond an image's end
+
+
+def _source_with(tmp_path: Path, extra: dict[str, bytes]) -> Path:
+    from test_data_sources import inat_files, write_tree
+
+    return write_tree(tmp_path / "src", {**inat_files(("Aves", "Fungi"), n_train=2, n_val=1), **extra})
+
+
+def test_bytes_after_an_images_end_are_not_copied_into_data_raw(tmp_path: Path):
+    from test_data_sources import jpeg_bytes, local_cfg
+
+    from inat_cnn.data.raw import build_raw_dataset
+
+    image = jpeg_bytes(7, size=(48, 40))
+    src = _source_with(tmp_path, {"train/Aves/junk.jpg": image, "train/Fungi/video.jpg": image + os.urandom(300_000)})
+    junk = src / "train" / "Aves" / "junk.jpg"
+    os.truncate(junk, len(image) + (64 << 20))  # + 64 MiB of zeros, sparse on the source disk
+    report = build_raw_dataset(local_cfg(src), 0, tmp_path / "raw", tmp_path / "dl")
+    assert report["bad_files"] == [] and report["total"] == {"train": 6, "test": 2}
+    for rel in ("train/Aves/junk.jpg", "train/Fungi/video.jpg"):
+        copied = tmp_path / "raw" / rel
+        assert copied.read_bytes() == image, rel  # the image, every byte of it, and nothing more
+
+
+def test_a_zip_entry_with_bytes_after_the_image_is_extracted_cut_short(tmp_path: Path):
+    import zipfile
+
+    from test_data_sources import inat_files, jpeg_bytes, local_cfg
+
+    from inat_cnn.data.raw import build_raw_dataset
+
+    image = jpeg_bytes(3, size=(48, 40), fmt="PNG")
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as archive:
+        for rel, data in {**inat_files(), "train/Aves/x.png": image + os.urandom(200_000)}.items():
+            archive.writestr(rel, data)
+    build_raw_dataset(local_cfg(tmp_path / "photos.zip"), 0, tmp_path / "raw", tmp_path / "dl")
+    assert (tmp_path / "raw" / "train" / "Aves" / "x.png").read_bytes() == image
+
+
+def test_a_zip_entry_inflating_over_100_to_1_is_refused_before_anything_is_written(tmp_path: Path):
+    import zipfile
+
+    from test_data_sources import inat_files
+
+    from inat_cnn.core.errors import UserError
+    from inat_cnn.data.download import safe_extract_zip
+
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        for rel, data in inat_files().items():
+            archive.writestr(rel, data)
+        with archive.open("train/Aves/zeros.jpg", "w", force_zip64=True) as entry:  # 256 MiB of zeros, ~250 KB packed
+            for _ in range(256):
+                entry.write(bytes(1 << 20))
+    with pytest.raises(UserError, match=r"refusing to extract entry 'train/Aves/zeros.jpg': it inflates [\d,]+ bytes to "
+                       r"268,435,456 \(over 100:1; photos compress less than 2:1\)"):
+        safe_extract_zip(tmp_path / "bomb.zip", tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused on what the archive declares: nothing written
+
+
+# ------------------------------------------------------------------ 4. a relative source in queued experiments
+
+
+def test_workspace_root_is_the_folder_holding_dvcs_experiment_copies(tmp_path: Path):
+    from inat_cnn.core.stage_runner import workspace_root
+
+    assert workspace_root(tmp_path / "repo") == tmp_path / "repo"
+    assert workspace_root(tmp_path / "repo/.dvc/tmp/exps/tmpab12") == tmp_path / "repo"
+    assert workspace_root(tmp_path / "repo/.dvc/tmp/exps/standalone/tmpab12/sub") == tmp_path / "repo"
+
+
+@pytest.mark.parametrize("how", ["--temp", "--queue"])
+def test_a_relative_source_works_in_temp_and_queued_experiments(how: str, tmp_path: Path):
+    from test_data_sources import inat_files, write_tree
+
+    write_tree(tmp_path / "photos", inat_files(("Aves", "Fungi"), n_train=3, n_val=1))
+    repo = copy_project(tmp_path / "repo")
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "init"], repo)
+    run(["dvc", "exp", "run", how, "-n", "rel", "-S", "data.source=../photos", "download"], repo, timeout=300)
+    if how == "--queue":
+        run(["dvc", "exp", "run", "--run-all"], repo, timeout=300)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    (report,) = _metrics_of(shown, "rel", "metrics/download.json")  # none where the experiment failed
+    assert report["source"] == "../photos" and report["total"] == {"train": 6, "test": 2}
+
+
+def _metrics_of(node, name: str, metrics_file: str) -> list[dict]:
+    """The ``metrics_file`` contents of every experiment called ``name`` in ``dvc exp show --json``."""
+    if isinstance(node, list):
+        return [found for item in node for found in _metrics_of(item, name, metrics_file)]
+    if not isinstance(node, dict):
+        return []
+    if node.get("name") == name and node.get("data"):
+        return [node["data"]["metrics"][metrics_file]["data"]]
+    return [found for value in node.values() for found in _metrics_of(value, name, metrics_file)]

@@ -47,6 +47,21 @@ def seed_param(params: dict[str, Any]) -> int:
     return seed
 
 
+def workspace_root(cwd: Path | None = None) -> Path:
+    """The folder a relative path in params.yaml (``data.source: ../photos``) is relative to.
+
+    The repository root, which is every stage's working directory; but a DVC experiment run outside
+    the workspace (``dvc exp run --queue``, ``--temp``, ``inat-cnn sweep``) runs in a copy of the
+    repository that DVC makes at ``<workspace>/.dvc/tmp/exps/...``, where ``../photos`` would point
+    inside ``.dvc/tmp``: there, the workspace the experiment was queued from.
+    """
+    parts = (cwd or Path.cwd()).absolute().parts
+    for i in range(len(parts) - 3, 0, -1):  # the innermost copy
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return (cwd or Path.cwd()).absolute()
+
+
 def run_stage(main: Callable[[dict[str, Any]], None], params_path: str | Path = "params.yaml") -> None:
     """Run a stage's ``main``; a UserError prints ``error: ...`` and exits with status 2."""
     try:
