@@ -343,7 +343,7 @@ def test_a_source_that_is_a_symlink_loop_is_one_clear_error(tmp_path: Path, monk
     with pytest.raises(UserError, match=r"^data\.source = '.*photos': a symbolic link loop \(.*photos\); expected one of"):
         build_raw_dataset(local_cfg(tmp_path / "photos"), 0, tmp_path / "raw", tmp_path / "dl")
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump({"data": {"source": "photos"}}))
+    Path("params.yaml").write_text(yaml.safe_dump({"seed": 0, "data": {"source": "photos"}}))
     with pytest.raises(SystemExit) as exit_info:
         run_stage(runpy.run_path(str(REPO / "stages/download.py"))["main"])
     err = capsys.readouterr().err.strip()
@@ -358,7 +358,7 @@ def test_a_source_with_val_and_test_says_test_became_the_test_set(tmp_path: Path
     files.update({f"nature/test/{name}/t{i}.jpg": jpeg_bytes(50 + i) for name in CLASSES for i in range(3)})
     src = write_tree(tmp_path / "src", files)
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"data": {"source": str(src)}})
+    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"seed": 0, "data": {"source": str(src)}})
     printed = capsys.readouterr().out
     report = json.loads(Path("metrics/download.json").read_text())
     assert report["test_folder"] == "test" and report["total"] == {"train": 6, "test": 6}
@@ -368,7 +368,7 @@ def test_a_source_with_val_and_test_says_test_became_the_test_set(tmp_path: Path
     assert sorted(p.name for p in list_images("data/raw/test/Aves")) == ["t0.jpg", "t1.jpg", "t2.jpg"]
 
     shutil.rmtree(src / "nature" / "test")  # the iNaturalist layout: val/ is the test set
-    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"data": {"source": str(src)}})
+    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"seed": 0, "data": {"source": str(src)}})
     report = json.loads(Path("metrics/download.json").read_text())
     assert report["test_folder"] == "val" and report["test_folder_note"].startswith("test set: nature/val (the source's val/ folder")
     assert report["test_folder_note"] in capsys.readouterr().out.splitlines()

@@ -233,3 +233,68 @@ def _metrics_of(node, name: str, metrics_file: str) -> list[dict]:
     if node.get("name") == name and node.get("data"):
         return [node["data"]["metrics"][metrics_file]["data"]]
     return [found for value in node.values() for found in _metrics_of(value, name, metrics_file)]
+
+
+# ------------------------------------------------------------------ 5. small ones
+
+
+NO_WANDB = """
+import os, sys
+from inat_cnn.core.config import FinetuneConfig
+from inat_cnn.models.pretrained.freezing import finetune_model
+finetune_model(FinetuneConfig(weights="none"), ["a", "b"], 224)
+print("wandb imported" if "wandb" in sys.modules else "no wandb", sorted(os.listdir(os.environ["TMPDIR"])))
+"""
+
+
+def test_building_the_finetune_model_imports_no_wandb_and_makes_no_wandb_temps(tmp_path: Path):
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.run([sys.executable, "-c", NO_WANDB], cwd=tmp_path, env={**tool_env(), "TMPDIR": str(tmp_path / "tmp")},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("no wandb"), proc.stdout
+    assert not list((tmp_path / "tmp").glob("*wandb*"))
+
+
+def test_wandb_still_imports_after_the_model_is_built():
+    pytest.importorskip("wandb")
+    from inat_cnn.models.pretrained.build import _import_timm
+
+    _import_timm()
+    import wandb  # noqa: F401  # logging.wandb: true needs it
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    from dataclasses import asdict
+
+    from inat_cnn.core.config import ScratchModelConfig
+    from inat_cnn.data.preprocessing import Preprocessing
+    from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec, save_checkpoint
+    from inat_cnn.models.scratch import ScratchCNN
+
+    model = ScratchModelConfig(blocks=2, filters=4, dense_units=8, input_size=16)
+    spec = ModelSpec(SCRATCH_ARCH, asdict(model), ["a", "b"], Preprocessing((16, 16), source_size=16))
+    save_checkpoint(tmp_path / "m.pt", ScratchCNN(model, 2).state_dict(), spec, epoch=1, metrics={})
+    return tmp_path / "m.pt"
+
+
+def test_predict_names_a_fifo_and_a_folder_given_as_checkpoint(checkpoint: Path, tmp_path: Path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    line = one_error_line(subprocess.run([str(INAT_CNN), "predict", str(checkpoint), str(tmp_path / "pipe.jpg")],
+                                         capture_output=True, text=True, timeout=300))  # fmt: skip
+    assert line == f"error: {tmp_path / 'pipe.jpg'}: not a regular file: a named pipe (FIFO); give image files or folders of images"
+    (tmp_path / "models").mkdir()
+    from test_data_sources import jpeg_bytes
+
+    (tmp_path / "photo.jpg").write_bytes(jpeg_bytes(1))
+    line = one_error_line(subprocess.run([str(INAT_CNN), "predict", str(tmp_path / "models"), str(tmp_path / "photo.jpg")],
+                                         capture_output=True, text=True, timeout=300))  # fmt: skip
+    assert line.startswith(f"error: {tmp_path / 'models'}: not a regular file: a folder, not a checkpoint file; give the .pt file")
+
+
+@pytest.mark.parametrize("size", [[0, 0], [1, 1], [3, 5000]])
+def test_impossible_model_input_sizes_are_one_line(size, tmp_path: Path):
+    cwd = _params_with(tmp_path, lambda params: params["model"].update(input_size=size))
+    proc = subprocess.run([str(INAT_CNN), "model-size"], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=120)
+    assert "model.input_size" in one_error_line(proc)
