@@ -65,9 +65,12 @@ def killed_repro(repo: Path, after_s: float, log: Path) -> str:
         try:
             proc.wait(timeout=after_s)
             return "(finished first)"
-        except BaseException:  # the timeout, or this script interrupted: no dvc left running on its own
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        except BaseException:  # this script interrupted: no dvc left running on its own
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
     stages = re.findall(r"Running stage '([^']+)'", log.read_text())
     return stages[-1] if stages else "(before the first stage)"
 
