@@ -1,13 +1,13 @@
 """Kill `dvc repro` at random points on a zip source; after each kill, a plain `dvc repro` must end
 with the uninterrupted run's results and leave no ``*.tmp`` anywhere in the project.
 
-    python benchmarks/kill_loop.py [--kills 10] [--seed 0] [--work DIR]
+    python benchmarks/kill_loop.py [--kills 10] [--seed 0] [--within S] [--work DIR]
 
 A throw-away copy of the project (tests/conftest.py's ``copy_project``, the tests' tiny params) reads
 a small iNaturalist-layout zip. One uninterrupted ``dvc repro`` is the reference. Then, ``--kills``
 times: ``dvc repro --force`` (every stage runs again, the zip extraction included) is SIGKILLed,
 with its stage process (the whole process group, as a power cut would), at a random moment of its
-run; ``dvc repro`` follows at once, and its outputs' hashes (dvc.lock) are compared with the
+run (or of its first ``--within`` seconds: download, split and prepare come first); ``dvc repro`` follows at once, and its outputs' hashes (dvc.lock) are compared with the
 reference's and ``find . -name '*.tmp'`` is run. Prints one line per kill and a verdict; exit 1
 if any recovery failed, differed or left a temp.
 """
@@ -79,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--within", type=float, help="kill within this many seconds of the start (default: the whole run)")
     parser.add_argument("--work", type=Path, help="a folder for the copies (default: a new temp folder)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="inat_cnn_kill_loop."))
@@ -100,7 +101,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     failures = 0
     for i in range(1, args.kills + 1):
-        after_s = rng.uniform(0.5, full_s)
+        after_s = rng.uniform(0.5, args.within or full_s)
         stage = killed_repro(repo, after_s, work / f"kill_{i}.log")
         left_by_kill = temps(repo)
         recovery = run(["dvc", "repro"], repo, check=False)
