@@ -7,9 +7,10 @@ A throw-away copy of the project (tests/conftest.py's ``copy_project``, the test
 a small iNaturalist-layout zip. One uninterrupted ``dvc repro`` is the reference. Then, ``--kills``
 times: ``dvc repro --force`` (every stage runs again, the zip extraction included) is SIGKILLed,
 with its stage process (the whole process group, as a power cut would), at a random moment of its
-run (or of its first ``--within`` seconds: download, split and prepare come first); ``dvc repro`` follows at once, and its outputs' hashes (dvc.lock) are compared with the
-reference's and ``find . -name '*.tmp'`` is run. Prints one line per kill and a verdict; exit 1
-if any recovery failed, differed or left a temp.
+run (or of its first ``--within`` seconds: download, split and prepare come first); ``dvc repro``
+follows at once, its outputs' hashes (dvc.lock) are compared with the reference's, and
+``find . -name '*.tmp'`` is run. One line per kill and a verdict; exit 1 if any recovery failed,
+differed or left a temp.
 """
 
 from __future__ import annotations
