@@ -254,13 +254,13 @@ def test_a_killed_download_or_prepare_leaves_no_temp_once_it_runs_again(tmp_path
     set_params(repo, {"data.synthetic": synthetic, "prepare.side": 64, "prepare.workers": 1})
     data = repo / "data"
 
-    left = _run_until_temp_then_kill(repo, "download.py", data, ".raw.*.tmp")
+    left = _run_until_temp_then_kill(repo, "download.py", data / "raw", ".raw.*.tmp")  # inside: DVC deletes it with the out
     _not_seen_by_git_or_dvc(repo, left)
     run([sys.executable, "stages/download.py"], repo)
     assert sorted(p.name for p in data.iterdir()) == [".gitignore", "raw"]  # the killed run's temp is gone
     run([sys.executable, "stages/stratified_split.py"], repo)
 
-    left = _run_until_temp_then_kill(repo, "prepare.py", data / "prepared", ".train.*.tmp")
+    left = _run_until_temp_then_kill(repo, "prepare.py", data / "prepared" / "train", ".train.*.tmp")
     _not_seen_by_git_or_dvc(repo, left)
     run([sys.executable, "stages/prepare.py"], repo)
     assert sorted(p.name for p in (data / "prepared").iterdir()) == ["test", "train", "val"]

@@ -112,8 +112,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
-    shutil.rmtree(tmp)  # only the unique name is wanted; the caller creates a file or a directory
+    tmp = _new_temp(path.parent, path.name)
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
@@ -122,6 +121,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists() or tmp.is_symlink():
             _remove(tmp)
+
+
+def _new_temp(folder: Path, name: str) -> Path:
+    """A free temp name for ``name`` in ``folder``: ``.<name>.<pid>.<random>.tmp`` (nothing is created)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder))
+    shutil.rmtree(tmp)  # only the unique name is wanted; the caller creates a file or a directory
+    return tmp
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """:func:`atomic_path` for a directory that is a DVC output: the temp is made INSIDE ``path``.
+
+    DVC deletes a stage's outputs before it runs the stage or restores it from its run cache, and a
+    restore runs no code of ours: a temp beside the output, left by a kill, would outlive it (the
+    next ``dvc repro`` finds the stage cached and ``find -name '*.tmp'`` still finds the temp). Inside,
+    DVC's delete takes it. On success the temp moves beside ``path`` and replaces it (renames only;
+    under DVC ``path`` holds nothing else). ``path`` is created for the temp and removed again on failure.
+    """
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path / path.name)  # earlier kills' temps inside it
+    tmp, staged = _new_temp(path, path.name), None
+    try:
+        yield tmp
+        staged = _new_temp(path.parent, path.name)
+        os.replace(tmp, staged)
+        shutil.rmtree(path)
+        os.replace(staged, path)
+    finally:
+        for left in (tmp, staged):
+            if left is not None and (left.exists() or left.is_symlink()):
+                _remove(left)
+        if created and staged is None and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()  # a failed first build leaves no empty output behind
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

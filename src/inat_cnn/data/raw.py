@@ -26,7 +26,7 @@ from typing import Any
 
 from ..core.config import DataConfig
 from ..core.errors import UserError
-from ..core.files import atomic_path
+from ..core.files import atomic_dir
 from .download import fetch, safe_extract_zip, sha256_file
 from .images import ImageLimits, inspect_image, is_utf8, list_class_dirs, list_entries, list_images
 from .synthetic import generate_synthetic
@@ -214,7 +214,7 @@ def build_raw_dataset(
             archive = local
             report["sha256"] = sha256_file(local)
     try:
-        with atomic_path(out_dir) as tmp:
+        with atomic_dir(out_dir) as tmp:
             tmp.mkdir()
             if cfg.source == "synthetic":
                 generate_synthetic(cfg.synthetic, seed, tmp)
@@ -228,7 +228,7 @@ def build_raw_dataset(
                     found = _import_tree(Path(extracted), tmp, cfg.bad_images, move=True, shown_as=str(archive), limits=limits)
             else:
                 found = _import_tree(local, tmp, cfg.bad_images, move=False, shown_as=str(local), limits=limits)
-    except OSError as exc:  # a full disk, a read-only folder ...: nothing was left behind (atomic_path)
+    except OSError as exc:  # a full disk, a read-only folder ...: nothing was left behind (atomic_dir)
         raise UserError(
             f"building {out_dir} failed: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
             f"{out_dir} was left as it was: free some space or fix the folder's permissions and run the stage again"
