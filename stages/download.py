@@ -4,7 +4,7 @@ from pathlib import Path
 from inat_cnn.core.config import DataConfig, from_dict
 from inat_cnn.core.files import write_json
 from inat_cnn.core.outputs import details_path
-from inat_cnn.core.stage_runner import run_stage, seed_param
+from inat_cnn.core.stage_runner import run_stage, seed_param, workspace_root
 
 
 def main(params: dict) -> None:
@@ -13,7 +13,8 @@ def main(params: dict) -> None:
     # value fails at once instead of after seconds of imports.
     from inat_cnn.data.raw import build_raw_dataset
 
-    report = build_raw_dataset(cfg, seed_param(params), Path("data/raw"), Path("data/downloads"))
+    # a relative data.source is relative to the workspace, also in a queued or --temp experiment
+    report = build_raw_dataset(cfg, seed_param(params), Path("data/raw"), Path("data/downloads"), workspace_root())
     print(report["test_folder_note"])
     write_json(details_path("download"), report)
 

@@ -238,7 +238,7 @@ def test_stage_scripts_run_and_bad_params_exit_2(tmp_path: Path, monkeypatch, ca
     assert yaml.safe_load(Path("metrics/details/split.json").read_text())["total"] == {"train": 4, "val": 2}
     assert Path("data/split/val.csv").read_text().startswith("path,label,class_name\n")
 
-    Path("params.yaml").write_text(yaml.safe_dump({"data": {"source": "missing/photos"}}))
+    Path("params.yaml").write_text(yaml.safe_dump({"seed": 5, "data": {"source": "missing/photos"}}))
     with pytest.raises(SystemExit) as exit_info:
         run_stage(runpy.run_path(str(REPO / "stages/download.py"))["main"])
     assert exit_info.value.code == 2

@@ -120,7 +120,7 @@ def repo_layout(root: Path, hostile_files: dict[str, bytes] | None = None) -> Pa
     for name, data in (hostile_files or {}).items():
         (raw / "test" / "Aves" / name).write_bytes(data)
     write_split(stratified_split(raw / "train", 0.25, 0, raw / "test"), root / "data" / "split")
-    (root / "params.yaml").write_text(yaml.safe_dump({"prepare": {"side": 64, "workers": 2}}))
+    (root / "params.yaml").write_text(yaml.safe_dump({"prepare": {"side": 64, "workers": 2}, "data": {}}))
     return root
 
 
@@ -254,13 +254,13 @@ def test_a_killed_download_or_prepare_leaves_no_temp_once_it_runs_again(tmp_path
     set_params(repo, {"data.synthetic": synthetic, "prepare.side": 64, "prepare.workers": 1})
     data = repo / "data"
 
-    left = _run_until_temp_then_kill(repo, "download.py", data, ".raw.*.tmp")
+    left = _run_until_temp_then_kill(repo, "download.py", data / "raw", ".raw.*.tmp")  # inside: DVC deletes it with the out
     _not_seen_by_git_or_dvc(repo, left)
     run([sys.executable, "stages/download.py"], repo)
     assert sorted(p.name for p in data.iterdir()) == [".gitignore", "raw"]  # the killed run's temp is gone
     run([sys.executable, "stages/stratified_split.py"], repo)
 
-    left = _run_until_temp_then_kill(repo, "prepare.py", data / "prepared", ".train.*.tmp")
+    left = _run_until_temp_then_kill(repo, "prepare.py", data / "prepared" / "train", ".train.*.tmp")
     _not_seen_by_git_or_dvc(repo, left)
     run([sys.executable, "stages/prepare.py"], repo)
     assert sorted(p.name for p in (data / "prepared").iterdir()) == ["test", "train", "val"]
@@ -343,7 +343,7 @@ def test_a_source_that_is_a_symlink_loop_is_one_clear_error(tmp_path: Path, monk
     with pytest.raises(UserError, match=r"^data\.source = '.*photos': a symbolic link loop \(.*photos\); expected one of"):
         build_raw_dataset(local_cfg(tmp_path / "photos"), 0, tmp_path / "raw", tmp_path / "dl")
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump({"data": {"source": "photos"}}))
+    Path("params.yaml").write_text(yaml.safe_dump({"seed": 0, "data": {"source": "photos"}}))
     with pytest.raises(SystemExit) as exit_info:
         run_stage(runpy.run_path(str(REPO / "stages/download.py"))["main"])
     err = capsys.readouterr().err.strip()
@@ -358,7 +358,7 @@ def test_a_source_with_val_and_test_says_test_became_the_test_set(tmp_path: Path
     files.update({f"nature/test/{name}/t{i}.jpg": jpeg_bytes(50 + i) for name in CLASSES for i in range(3)})
     src = write_tree(tmp_path / "src", files)
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"data": {"source": str(src)}})
+    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"seed": 0, "data": {"source": str(src)}})
     printed = capsys.readouterr().out
     report = json.loads(Path("metrics/details/download.json").read_text())
     assert report["test_folder"] == "test" and report["total"] == {"train": 6, "test": 6}
@@ -368,7 +368,7 @@ def test_a_source_with_val_and_test_says_test_became_the_test_set(tmp_path: Path
     assert sorted(p.name for p in list_images("data/raw/test/Aves")) == ["t0.jpg", "t1.jpg", "t2.jpg"]
 
     shutil.rmtree(src / "nature" / "test")  # the iNaturalist layout: val/ is the test set
-    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"data": {"source": str(src)}})
+    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"seed": 0, "data": {"source": str(src)}})
     report = json.loads(Path("metrics/details/download.json").read_text())
     assert report["test_folder"] == "val" and report["test_folder_note"].startswith("test set: nature/val (the source's val/ folder")
     assert report["test_folder_note"] in capsys.readouterr().out.splitlines()

@@ -95,9 +95,17 @@ T = typing.TypeVar("T")
 
 
 def from_dict(cls: type[T], data: Any, section: str) -> T:
-    """Build dataclass ``cls`` from the params mapping ``data`` of section ``section``."""
+    """Build dataclass ``cls`` from the params mapping ``data`` of section ``section``.
+
+    A section left out or null (``params.get`` gives None for both) is refused, never read as "all
+    defaults": the code's defaults are not the shipped params.yaml's (6 epochs, no warm-up ...), and a
+    run on them would look like a run on the file's values. A key left out of a present section
+    takes its default.
+    """
     if data is None:
-        data = {}
+        raise ConfigError(
+            f"params: {section} is missing or null; give it its keys (the repository's params.yaml lists them all)"
+        )
     if not isinstance(data, dict):
         _fail(section, data, "a mapping of keys to values")
     hints = typing.get_type_hints(cls)

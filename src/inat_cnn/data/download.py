@@ -172,8 +172,19 @@ def fetch(
     return digest
 
 
+# A zip entry that inflates beyond both is refused before it is written: JPEG and PNG data is
+# compressed already (deflate gains a few percent on it), while deflate reaches ~1000:1 on zeros:
+# 2 GB of them fit in 2 MB of archive. 1 MiB keeps small, legitimately compressible files (a text
+# note, a CSV) out of it.
+MAX_ENTRY_RATIO = 100
+RATIO_FROM_BYTES = 1 << 20
+
+
 def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
+    if info.file_size > RATIO_FROM_BYTES and info.file_size > MAX_ENTRY_RATIO * max(info.compress_size, 1):
+        return (f"inflates {info.compress_size:,} bytes to {info.file_size:,} (over {MAX_ENTRY_RATIO}:1; photos compress "
+                "less than 2:1): not an image, perhaps a zip bomb; remove it from the archive")
     if stat.S_ISLNK(info.external_attr >> 16):
         return "is a symbolic link"
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
@@ -187,7 +198,8 @@ def safe_extract_zip(zip_path: str | Path, dest_dir: str | Path, *, discard_corr
     """Extract ``zip_path`` into ``dest_dir``; unsafe entries or a corrupt archive raise UserError.
 
     Every entry is checked before anything is written: absolute paths, drive letters, ``..``
-    components and symbolic links are refused. ``discard_corrupt``: a corrupt archive is deleted
+    components, symbolic links and entries whose declared size is over 100x their compressed size
+    are refused (zipfile never inflates an entry beyond its declared size). ``discard_corrupt``: a corrupt archive is deleted
     (a download of ours: the next run fetches it again instead of failing on the same file).
     """
     zip_path, dest_dir = Path(zip_path), Path(dest_dir)

@@ -18,6 +18,11 @@ its PNG IHDR or JPEG frame header (SOFn); a header that names no size is refused
 
 Only regular files are read (a FIFO would block the read forever; a broken link or a link loop has
 nothing to read), and only files whose name is valid UTF-8 (the split CSVs and the reports are UTF-8).
+
+An image ends at its end marker (JPEG EOI, PNG IEND, found by walking the segments or chunks):
+:func:`image_length`. Only those bytes are decoded and copied into the dataset; whatever follows is
+dropped, whether it is the video of a phone's motion photo, a gain map, or 500 MB of junk (which
+would otherwise cost its size twice: data/raw and DVC's cache).
 """
 
 from __future__ import annotations
@@ -132,6 +137,77 @@ def _jpeg_size(fh: BinaryIO) -> tuple[int, int] | None:
     return None
 
 
+def _jpeg_end(buf) -> int | None:
+    """The offset just past the EOI marker that ends the primary image, or None if there is none.
+
+    Marker segments are skipped by their length (an EXIF thumbnail's own EOI lies inside APP1); after
+    each SOS (a progressive JPEG has several) the entropy-coded data runs to the next marker."""
+    pos, size = 2, len(buf)
+    while pos + 1 < size:
+        if buf[pos] != 0xFF:
+            return None
+        code = buf[pos + 1]
+        pos += 1 if code == 0xFF else 2  # fill bytes before a marker
+        if code == 0xFF or code in _JPEG_STANDALONE:
+            continue
+        if code == 0xD9:
+            return pos
+        length = int.from_bytes(buf[pos : pos + 2], "big")
+        if length < 2:
+            return None
+        pos += length
+        if code == 0xDA and (pos := _next_marker(buf, pos)) == -1:  # SOS: the scan's data follows its header
+            return None
+    return None
+
+
+def _next_marker(buf, pos: int) -> int:
+    """The offset of the marker that ends entropy-coded data starting at ``pos``, or -1: an 0xFF
+    followed by neither a stuffed 0x00, a restart marker RST0-7 nor another 0xFF (fill)."""
+    while (pos := buf.find(b"\xff", pos)) != -1 and pos + 1 < len(buf):
+        follower = buf[pos + 1]
+        if follower not in (0x00, 0xFF) and not 0xD0 <= follower <= 0xD7:
+            return pos
+        pos += 1 if follower == 0xFF else 2
+    return -1
+
+
+def _png_end(fh: BinaryIO, size: int) -> int | None:
+    """The offset just past the IEND chunk, walking the chunks from the signature, or None."""
+    pos = 8
+    while pos + 12 <= size:
+        fh.seek(pos)
+        head = fh.read(8)
+        pos += 12 + int.from_bytes(head[:4], "big")  # length, type, data, crc
+        if head[4:8] == b"IEND":
+            return pos if pos <= size else None
+    return None
+
+
+def image_length(path: str | Path, fmt: str) -> int:
+    """How many bytes of ``path`` (JPEG or PNG content) are the image: up to its end marker, or the
+    whole file when it has none (a truncated file: the decoder says what is wrong with it)."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if fmt == "PNG":
+            end = _png_end(fh, size)
+        else:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:  # only the pages walked are read
+                end = _jpeg_end(buf)
+    return size if end is None else end
+
+
+def _read_image(path: str | Path, fmt: str):
+    """The image bytes of ``path`` (up to its end marker) as a uint8 tensor, for the decoder."""
+    import torch
+
+    with open(path, "rb") as fh:
+        data = fh.read(image_length(path, fmt))
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
 def header_problem(path: str | Path, limits: ImageLimits) -> tuple[str | None, str | None]:
     """(format, problem) judged from the first bytes of ``path`` alone: None as the problem when the
     file is JPEG or PNG content whose header names a size within ``limits``. Raises OSError."""
@@ -215,14 +291,14 @@ def decode_rgb_bytes(data):
 def decode_rgb(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS):
     """Decode one image file to a uint8 (3, H, W) tensor (EXIF orientation applied); UserError if unreadable
     or if its header is beyond ``limits`` (checked before anything is decoded)."""
-    from torchvision.io import read_file
-
     from ..core.errors import UserError
 
     try:
-        problem = file_problem(Path(path)) or header_problem(path, limits)[1]
+        problem = file_problem(Path(path))
         if problem is None:
-            return decode_rgb_bytes(read_file(str(path)))
+            fmt, problem = header_problem(path, limits)
+        if problem is None:
+            return decode_rgb_bytes(_read_image(path, fmt))
     except (RuntimeError, OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot be decoded as an image ({exc}); remove it or re-run the download stage") from exc
     raise UserError(f"{path}: {problem}; remove it or re-run the download stage")
@@ -246,30 +322,31 @@ def check_image(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS) -> str |
     """None if ``path`` decodes to an RGB image the training loader can read, else a short reason.
 
     Anything but a regular file, and an image whose header is beyond ``limits``, is refused unread."""
-    from torchvision.io import read_file  # lazy: listing needs no torch
+    return inspect_image(path, limits)[0]
 
+
+def inspect_image(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[str | None, int]:
+    """(:func:`check_image`'s answer, the image's length in bytes: what to copy of the file)."""
     path = Path(path)
     problem = file_problem(path)
     if problem is not None:
-        return problem
+        return problem, 0
     try:
         if path.stat().st_size == 0:
-            return "empty file"
+            return "empty file", 0
         fmt, problem = header_problem(path, limits)
         if problem is not None:
-            return problem
-        data = read_file(str(path))
-    except OSError as exc:
-        return f"unreadable: {exc.strerror or exc}"
-    except RuntimeError as exc:
-        return f"unreadable: {_TV_PREFIX.sub('', str(exc))}"
+            return problem, 0
+        data = _read_image(path, fmt)
+    except (OSError, ValueError) as exc:  # ValueError: mmap of a file that shrank to nothing meanwhile
+        return f"unreadable: {getattr(exc, 'strerror', None) or exc}", 0
     try:
         image = _decode_checked(data, fmt)
     except RuntimeError as exc:
-        return f"truncated or corrupt {fmt}: {_TV_PREFIX.sub('', str(exc)).strip()}"
+        return f"truncated or corrupt {fmt}: {_TV_PREFIX.sub('', str(exc)).strip()}", 0
     if image.ndim != 3 or image.shape[0] != 3 or min(image.shape[1:]) < 1:
-        return f"decodes to an unexpected shape {tuple(image.shape)}"
-    return None
+        return f"decodes to an unexpected shape {tuple(image.shape)}", 0
+    return None, len(data)
 
 
 def list_entries(folder: str | Path) -> list[Path]:

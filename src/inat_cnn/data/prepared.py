@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..core.errors import UserError
-from ..core.files import atomic_path, write_json, write_text
+from ..core.files import atomic_dir, write_json, write_text
 from .images import DEFAULT_LIMITS, ImageLimits, decode_rgb
 from .preprocessing import square_image
 from .split import Row, SplitRows, check_test_classes, class_rows, csv_text, read_split_csv
@@ -73,7 +73,7 @@ def prepare_dataset(
     torch.set_num_threads(1)  # the parallelism is one image per worker thread
     try:
         for name, (rows, source) in parts.items():
-            with atomic_path(out_dir / name) as tmp:
+            with atomic_dir(out_dir / name) as tmp:
                 tmp.mkdir()
                 _write_images(tmp / "images.npy", rows, source, side, workers, limits, f"prepare {name}")
                 write_text(tmp / "items.csv", csv_text(rows))

@@ -5,7 +5,8 @@ a local directory or ``.zip`` in the iNaturalist layout: somewhere inside, a fol
 ``train/`` and ``val/`` (or ``test/``), one subfolder per class. The archive's ``val/`` is the
 TEST set (``test/`` wins when both exist; the report says which one it was). Every entry of a class
 folder is checked with :func:`check_image`; bad ones (broken links, FIFOs, names that are not
-UTF-8, images beyond the size limits ...) are reported, never copied. The dataset is built in a
+UTF-8, images beyond the size limits ...) are reported, never copied; of a good one, only the image is
+(the bytes up to its end marker: :func:`~.images.image_length`). The dataset is built in a
 temp folder (a zip is extracted inside it) and renamed onto ``out_dir``, so an interrupted run never
 leaves a half dataset behind.
 """
@@ -25,9 +26,9 @@ from typing import Any
 
 from ..core.config import DataConfig
 from ..core.errors import UserError
-from ..core.files import atomic_path
+from ..core.files import atomic_dir
 from .download import fetch, safe_extract_zip, sha256_file
-from .images import ImageLimits, check_image, is_utf8, list_class_dirs, list_entries, list_images
+from .images import ImageLimits, inspect_image, is_utf8, list_class_dirs, list_entries, list_images
 from .synthetic import generate_synthetic
 
 SOURCES = ("synthetic", "nature_12k")
@@ -70,6 +71,20 @@ def _shown(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _transfer(src: Path, dst: Path, length: int, move: bool) -> None:
+    """Copy (or move) ``src`` to ``dst``, keeping its first ``length`` bytes: the image without what
+    follows its end marker (a motion photo's video, junk), which would cost its size in data/raw and
+    again in DVC's cache."""
+    if src.stat().st_size <= length:
+        (os.replace if move else shutil.copyfile)(src, dst)
+    elif move:  # our own extracted copy: cut it short in place
+        os.truncate(src, length)
+        os.replace(src, dst)
+    else:
+        with open(src, "rb") as fin, open(dst, "wb") as fout:
+            fout.write(fin.read(length))
+
+
 def _import_split(
     src: Path, dst: Path, base: Path, shown_as: str, policy: str, move: bool, limits: ImageLimits, pool: ThreadPoolExecutor
 ) -> tuple[dict[str, int], list[dict[str, str]]]:
@@ -83,7 +98,6 @@ def _import_split(
     """
     counts: dict[str, int] = {}
     bad: list[dict[str, str]] = []
-    transfer = os.replace if move else shutil.copyfile
 
     def reject(path: Path, reason: str) -> None:
         rel = _shown(path, base)
@@ -103,9 +117,9 @@ def _import_split(
         counts[name] = 0
         for folder in (path for path in entries if path.is_dir()):
             reject(folder, NESTED_FOLDER)
-        for path, reason in zip(files, pool.map(functools.partial(check_image, limits=limits), files)):
+        for path, (reason, length) in zip(files, pool.map(functools.partial(inspect_image, limits=limits), files)):
             if reason is None:
-                transfer(path, dst / name / path.name)
+                _transfer(path, dst / name / path.name, length, move)
                 counts[name] += 1
             else:
                 reject(path, reason)
@@ -163,8 +177,10 @@ def _archive_name(url: str) -> str:
     return name if name.lower().endswith(".zip") else (name or "download") + ".zip"
 
 
-def _local_source(source: str) -> Path:
+def _local_source(source: str, base: Path | None) -> Path:
     path = Path(source).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
     try:
         path.stat()
     except OSError as exc:
@@ -178,8 +194,12 @@ def _local_source(source: str) -> Path:
     return path
 
 
-def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_dir: str | Path) -> dict[str, Any]:
-    """Build ``out_dir/{train,test}/<class>/*`` from ``cfg.source`` atomically; return the report."""
+def build_raw_dataset(
+    cfg: DataConfig, seed: int, out_dir: str | Path, download_dir: str | Path, source_base: Path | None = None
+) -> dict[str, Any]:
+    """Build ``out_dir/{train,test}/<class>/*`` from ``cfg.source`` atomically; return the report.
+
+    A relative local source is relative to ``source_base`` (default: the working directory)."""
     out_dir, download_dir = Path(out_dir), Path(download_dir)
     limits = ImageLimits.of(cfg)
     report: dict[str, Any] = {"source": cfg.source, "url": None, "sha256": None}
@@ -189,12 +209,12 @@ def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_
         report["url"] = cfg.url
         report["sha256"] = fetch(cfg.url, archive, sha256=cfg.sha256, retries=cfg.retries, timeout_s=cfg.timeout_s)
     elif cfg.source != "synthetic":
-        local = _local_source(cfg.source)
+        local = _local_source(cfg.source, source_base)
         if local.is_file():
             archive = local
             report["sha256"] = sha256_file(local)
     try:
-        with atomic_path(out_dir) as tmp:
+        with atomic_dir(out_dir) as tmp:
             tmp.mkdir()
             if cfg.source == "synthetic":
                 generate_synthetic(cfg.synthetic, seed, tmp)
@@ -208,7 +228,7 @@ def build_raw_dataset(cfg: DataConfig, seed: int, out_dir: str | Path, download_
                     found = _import_tree(Path(extracted), tmp, cfg.bad_images, move=True, shown_as=str(archive), limits=limits)
             else:
                 found = _import_tree(local, tmp, cfg.bad_images, move=False, shown_as=str(local), limits=limits)
-    except OSError as exc:  # a full disk, a read-only folder ...: nothing was left behind (atomic_path)
+    except OSError as exc:  # a full disk, a read-only folder ...: nothing was left behind (atomic_dir)
         raise UserError(
             f"building {out_dir} failed: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; "
             f"{out_dir} was left as it was: free some space or fix the folder's permissions and run the stage again"

@@ -11,12 +11,13 @@ so is an image whose header claims more than ``limits`` allow (the pipeline's de
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..data.images import DEFAULT_LIMITS, IGNORED_NAMES, IMAGE_SUFFIXES, ImageLimits, check_image, decode_rgb
+from ..data.images import DEFAULT_LIMITS, IGNORED_NAMES, IMAGE_SUFFIXES, ImageLimits, check_image, decode_rgb, file_problem
 from ..data.preprocessing import BatchTransform, square_image
 from ..core.errors import FieldError, UserError
 
@@ -42,8 +43,9 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
             found.extend(files)
         elif item.is_file():
             found.append(item)
-        else:
-            raise UserError(f"{item}: no such file or folder; give image files or folders of images")
+        else:  # a FIFO would block the read forever; a broken link has nothing to read: say which it is
+            what = file_problem(item) if os.path.lexists(item) else None
+            raise UserError(f"{item}: {what or 'no such file or folder'}; give image files or folders of images")
     if not found:
         raise UserError("no images given; give image files or folders of images")
     return found

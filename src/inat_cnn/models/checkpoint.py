@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from torch import nn
 
 from ..core.errors import FieldError, UserError
 from ..core.files import write_bytes
+from ..data.images import file_problem
 from ..data.preprocessing import Preprocessing
 
 FORMAT = 1
@@ -101,7 +103,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint file; every problem is one UserError naming the file and the section."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found; train it first (dvc repro)")
+        if not os.path.lexists(path):
+            raise UserError(f"{path}: checkpoint not found; train it first (dvc repro)")
+        raise UserError(f"{path}: {file_problem(path) or 'not a regular file'}, not a checkpoint file; give the .pt file "
+                        "train_scratch or finetune wrote (models/scratch.pt, models/finetune.pt)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file

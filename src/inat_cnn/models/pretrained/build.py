@@ -113,9 +113,25 @@ def _unknown_arch_problem(arch: str) -> str:
 Builder = Callable[[str, ResolvedWeights], tuple[nn.Module, dict[str, Any]]]
 
 
-def _build_bundled(arch: str, weights: ResolvedWeights) -> tuple[nn.Module, dict[str, Any]]:
-    import timm
+def _import_timm() -> Any:
+    """timm, imported without wandb: timm.utils imports wandb when it is installed, and importing wandb
+    makes two temp folders (/tmp/tmp*wandb-artifacts, /tmp/tmp*wandb-media) that a killed run leaves
+    behind, with logging.wandb off. timm uses wandb only to log its own training scripts' summaries."""
+    import sys
 
+    blocked = "wandb" not in sys.modules
+    if blocked:
+        sys.modules["wandb"] = None  # type: ignore[assignment]  # `import wandb` raises ImportError: timm skips it
+    try:
+        import timm
+    finally:
+        if blocked and sys.modules.get("wandb", 0) is None:
+            del sys.modules["wandb"]  # a later `import wandb` (logging.wandb: true) works as usual
+    return timm
+
+
+def _build_bundled(arch: str, weights: ResolvedWeights) -> tuple[nn.Module, dict[str, Any]]:
+    timm = _import_timm()
     model = timm.create_model(BUNDLED[arch].timm_name, pretrained=False)
     if weights.kind == "package":
         load_in_order(model, read_state_dict(weights.source), weights.source, arch)

@@ -1,0 +1,124 @@
+"""Kill `dvc repro` at random points on a zip source; after each kill, a plain `dvc repro` must end
+with the uninterrupted run's results and leave no ``*.tmp`` anywhere in the project.
+
+    python benchmarks/kill_loop.py [--kills 10] [--seed 0] [--within S] [--work DIR]
+
+A throw-away copy of the project (tests/conftest.py's ``copy_project``, the tests' tiny params) reads
+a small iNaturalist-layout zip. One uninterrupted ``dvc repro`` is the reference. Then, ``--kills``
+times: ``dvc repro --force`` (every stage runs again, the zip extraction included) is SIGKILLed,
+with its stage process (the whole process group, as a power cut would), at a random moment of its
+run (or of its first ``--within`` seconds: download, split and prepare come first); ``dvc repro``
+follows at once, its outputs' hashes (dvc.lock) are compared with the reference's, and
+``find . -name '*.tmp'`` is run. One line per kill and a verdict; exit 1 if any recovery failed,
+differed or left a temp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' project copy and tiny params, not a second variant
+from conftest import TINY_PARAMS, copy_project, run, set_params, tool_env  # noqa: E402
+from test_data_sources import inat_files  # noqa: E402
+
+# Outputs whose bytes hold wall-clock times (training seconds, images/s): they differ between any two
+# runs, killed or not. The accuracies they also show are compared in evaluate_*.json and train_*.json.
+TIMED = re.compile(r"metrics/(details/)?(timing_\w+|prepare|compare)\.json|reports/(index\.html|compare\.md)")
+
+
+def make_project(root: Path, source: Path) -> Path:
+    repo = copy_project(root)
+    set_params(repo, {**TINY_PARAMS, "data.source": str(source)})
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "kill loop"], repo)
+    return repo
+
+
+def out_hashes(repo: Path) -> dict[str, str]:
+    """Every stage output's hash as dvc.lock records it."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+def temps(repo: Path) -> list[str]:
+    found = subprocess.run(["find", ".", "-name", "*.tmp"], cwd=repo, capture_output=True, text=True, check=True)
+    return found.stdout.split()
+
+
+def killed_repro(repo: Path, after_s: float, log: Path) -> str:
+    """Start `dvc repro --force`, SIGKILL its process group after ``after_s``; the stage it was in."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["dvc", "repro", "--force"], cwd=repo, env=tool_env(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            proc.wait(timeout=after_s)
+            return "(finished first)"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except BaseException:  # this script interrupted: no dvc left running on its own
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    stages = re.findall(r"Running stage '([^']+)'", log.read_text())
+    return stages[-1] if stages else "(before the first stage)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--within", type=float, help="kill within this many seconds of the start (default: the whole run)")
+    parser.add_argument("--work", type=Path, help="a folder for the copies (default: a new temp folder)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="inat_cnn_kill_loop."))
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / "photos.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        for rel, data in inat_files(("Aves", "Fungi", "Insecta"), n_train=10, n_val=3, prefix="nature/").items():
+            archive.writestr(rel, data)
+
+    reference = make_project(work / "reference", source)
+    start = time.monotonic()
+    run(["dvc", "repro"], reference)
+    full_s = time.monotonic() - start
+    expected = out_hashes(reference)
+    print(f"uninterrupted dvc repro: {full_s:.0f} s, {len(expected)} outputs; temps left: {temps(reference)}", flush=True)
+
+    repo = make_project(work / "killed", source)
+    run(["dvc", "repro"], repo)
+    rng = random.Random(args.seed)
+    failures = 0
+    for i in range(1, args.kills + 1):
+        after_s = rng.uniform(0.5, args.within or full_s)
+        stage = killed_repro(repo, after_s, work / f"kill_{i}.log")
+        left_by_kill = temps(repo)
+        recovery = run(["dvc", "repro"], repo, check=False)
+        differ = sorted(p for p, h in out_hashes(repo).items() if expected.get(p) != h and not TIMED.fullmatch(p))
+        left = temps(repo)
+        ok = recovery.returncode == 0 and not differ and not left
+        failures += not ok
+        print(f"kill {i:2}: at {after_s:5.1f} s in {stage}; temps after the kill: {len(left_by_kill)}; "
+              f"dvc repro exit {recovery.returncode}; outputs differing: {differ or 'none'}; "
+              f"*.tmp after: {left or 'none'} -> {'ok' if ok else 'FAILED'}", flush=True)
+        if recovery.returncode:
+            print(recovery.stdout[-2000:], recovery.stderr[-2000:])
+    print(f"{args.kills - failures} of {args.kills} kills recovered to the uninterrupted results with no temp left "
+          f"(wall-clock outputs not compared: {TIMED.pattern}); work folder: {work}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
