@@ -74,7 +74,7 @@ def run(model: str, params: dict, prepared: Path, seed: int, checkpoint: Path) -
     """One training run; its best val accuracy and that checkpoint's test accuracy."""
     from inat_cnn.data.prepared import open_prepared_splits
     from inat_cnn.evaluation.metrics import predict_logits
-    from inat_cnn.training.device import seed_everything, select_device
+    from inat_cnn.core.device import seed_everything, select_device
     from inat_cnn.training.loop import fit
 
     train, val, test = open_prepared_splits(prepared, ("train", "val", "test"))

@@ -90,7 +90,7 @@ def train(params: dict, prepared: Path, checkpoint: Path) -> dict:
     from inat_cnn.core.config import ScratchModelConfig, TrainConfig, from_dict
     from inat_cnn.data.prepared import open_prepared_splits
     from inat_cnn.models.scratch import scratch_model
-    from inat_cnn.training.device import seed_everything
+    from inat_cnn.core.device import seed_everything
     from inat_cnn.training.loop import fit
 
     torch.set_num_threads(1)

@@ -55,7 +55,7 @@ from inat_cnn.data.preprocessing import (
 from inat_cnn.data.split import Row, csv_text
 from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.core.errors import UserError, fields_named
-from inat_cnn.training.device import AMPS, DEVICES, choose_precision, select_device
+from inat_cnn.core.device import AMPS, DEVICES, choose_precision, select_device
 from inat_cnn.training.loop import Runner
 from inat_cnn.training.optim import make_optimizer, make_scheduler
 
@@ -220,7 +220,7 @@ def repeat(batch):
 
 
 def pick_device(name: str) -> torch.device:
-    """The training stages' own choice (training/device.py), its errors shown under ``--device``."""
+    """The training stages' own choice (core/device.py), its errors shown under ``--device``."""
     try:
         with fields_named({"device": "--device"}):
             return select_device(name)

@@ -29,7 +29,7 @@ def main(params: dict) -> None:
     from inat_cnn.data.prepared import read_meta
     from inat_cnn.models.pretrained.freezing import count_params, finetune_model, param_groups
     from inat_cnn.models.size import measured_flops
-    from inat_cnn.training.device import seed_everything
+    from inat_cnn.core.device import seed_everything
     from inat_cnn.training.distributed import is_main_process
     from inat_cnn.sweep.pruning import epoch_hook_from_env
     from inat_cnn.training.loop import train_on_split

@@ -30,7 +30,7 @@ def main(params: dict) -> None:
     from inat_cnn.models.checkpoint import SCRATCH_ARCH
     from inat_cnn.models.scratch import scratch_model
     from inat_cnn.models.size import format_layer_table, size_report
-    from inat_cnn.training.device import seed_everything
+    from inat_cnn.core.device import seed_everything
     from inat_cnn.training.distributed import is_main_process
     from inat_cnn.sweep.pruning import epoch_hook_from_env
     from inat_cnn.training.loop import train_on_split

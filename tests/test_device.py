@@ -1,4 +1,4 @@
-"""Device and precision selection (training/device.py), row by row against faked hardware; the batches and a
+"""Device and precision selection (core/device.py), row by row against faked hardware; the batches and a
 training step on a device that is not the CPU (the meta device stands in for MPS, which is absent here);
 a real fp16 + GradScaler training step (on the CPU here, forced; on CUDA where there is one)."""
 
@@ -18,10 +18,10 @@ from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.preprocessing import BatchTransform, Preprocessing
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.training import device as device_module
+from inat_cnn.core import device as device_module
 from inat_cnn.evaluation.metrics import class_logits
 from inat_cnn.training import distributed, loop
-from inat_cnn.training.device import arch_supported, choose_precision, select_device
+from inat_cnn.core.device import arch_supported, choose_precision, select_device
 from inat_cnn.training.optim import make_optimizer, make_scheduler
 from test_train import FAST_TRAIN, SMALL_MODEL, prepare, train_small
 

@@ -31,7 +31,7 @@ WORKER = textwrap.dedent(
     from inat_cnn.data.prepared import open_prepared
     from inat_cnn.data.preprocessing import Preprocessing
     from inat_cnn.models.scratch import ScratchCNN
-    from inat_cnn.training.device import seed_everything
+    from inat_cnn.core.device import seed_everything
     from inat_cnn.training.loop import fit
 
     prepared, out = Path(sys.argv[1]), Path(sys.argv[2])

@@ -30,7 +30,7 @@ from inat_cnn.evaluation.metrics import predict_probs
 from inat_cnn.models.pretrained.build import PretrainedModel, build_pretrained
 from inat_cnn.models.pretrained.freezing import apply_strategy, param_groups
 from inat_cnn.models.pretrained.weights import LITE0
-from inat_cnn.training.device import seed_everything
+from inat_cnn.core.device import seed_everything
 from inat_cnn.training.loop import FitResult, train_on_split
 
 SEED = 0

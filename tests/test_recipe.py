@@ -17,7 +17,7 @@ from inat_cnn.data.preprocessing import Preprocessing
 from inat_cnn.evaluation.metrics import class_probs
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.training.device import seed_everything
+from inat_cnn.core.device import seed_everything
 from inat_cnn.training.ema import WeightEMA
 from inat_cnn.training.loop import fit
 from inat_cnn.training.mixing import Mixer

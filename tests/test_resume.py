@@ -18,7 +18,7 @@ from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
 from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.preprocessing import Preprocessing
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.training.device import seed_everything
+from inat_cnn.core.device import seed_everything
 from inat_cnn.training.loop import fit
 from inat_cnn.training.resume import ResumeState, run_fingerprint
 

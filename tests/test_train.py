@@ -24,7 +24,7 @@ from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.core.errors import UserError
 from inat_cnn.evaluation.evaluate import evaluate_checkpoint
 from inat_cnn.models.scratch import ScratchCNN
-from inat_cnn.training.device import seed_everything
+from inat_cnn.core.device import seed_everything
 from inat_cnn.training.loop import train_on_split
 
 SMALL_MODEL = ScratchModelConfig(blocks=4, filters=16, dense_units=64, dropout=0.1, input_size=64)

@@ -88,7 +88,7 @@ def _lr_find(args: argparse.Namespace) -> None:
     from .data.prepared import open_prepared
     from .models.pretrained.freezing import finetune_model, param_groups
     from .models.scratch import scratch_model
-    from .training.device import seed_everything
+    from .core.device import seed_everything
     from .training.lr_find import lr_range_test
     from .viz.lr_find import lr_finding_plot
 

@@ -282,7 +282,7 @@ class TrainConfig:
     early_stop_patience: int = 5
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: a CUDA GPU torch supports, else MPS, else the CPU
     # auto: bf16 where the hardware computes it natively (CUDA 8.0+, CPUs with AMX or AVX512-BF16), fp16 with
-    # loss scaling on CUDA 7.x, else fp32 (training/device.py); bf16, fp16 and none (fp32) force theirs
+    # loss scaling on CUDA 7.x, else fp32 (core/device.py); bf16, fp16 and none (fp32) force theirs
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
     channels_last: bool = True  # every device
     compile: bool = False  # torch.compile

@@ -161,7 +161,7 @@ def calibrate_checkpoint(
     from ..data.prepared import open_prepared_splits
     from ..models.build import load_model
     from ..models.checkpoint import set_temperature
-    from ..training.device import select_device
+    from ..core.device import select_device
     from .metrics import predict_logits
 
     model, spec, _ = load_model(checkpoint_path)

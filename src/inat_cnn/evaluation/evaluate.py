@@ -74,7 +74,7 @@ def evaluate_checkpoint(
     from dvclive import Live
 
     from ..models.checkpoint import has_temperature, temperature_of
-    from ..training.device import select_device
+    from ..core.device import select_device
 
     model, spec, ckpt, test = _open_test(checkpoint_path, prepared_dir, cfg)
     names = spec.class_names

@@ -79,7 +79,7 @@ def predict_images(
     ``tta``: average with the mirror image's probabilities (as the evaluate stages do with ``evaluate.tta``)."""
     from ..models.build import load_model
     from ..models.checkpoint import temperature_of
-    from ..training.device import select_device
+    from ..core.device import select_device
     from .metrics import class_probs
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:

@@ -39,7 +39,7 @@ from ..data.prepared import PreparedSplit, open_prepared_splits
 from ..data.preprocessing import BatchTransform
 from ..models.checkpoint import ModelSpec, save_checkpoint
 from . import distributed
-from .device import Precision, choose_precision, select_device
+from ..core.device import Precision, choose_precision, select_device
 from .ema import WeightEMA
 from .mixing import Mixer, MixDraws
 from .optim import make_optimizer, make_scheduler

@@ -24,7 +24,7 @@ from ..data.batches import BatchLoader
 from ..data.prepared import PreparedSplit
 from ..data.preprocessing import BatchTransform
 from ..models.checkpoint import ModelSpec
-from .device import select_device
+from ..core.device import select_device
 from .loop import Runner
 from .optim import make_optimizer
 

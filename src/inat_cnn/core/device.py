@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..core.errors import FieldError
+from .errors import FieldError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMPS = ("auto", "bf16", "fp16", "none")
