@@ -1,10 +1,10 @@
 """Atomic file writes: nothing half-written is ever left looking complete.
 
 A write goes to a temp beside its target, ``.<name>.<pid>.<random>.tmp``, renamed onto the target
-when complete (a directory that is a DVC output: a temp inside it, :func:`atomic_dir`). A killed process (SIGKILL, a power cut) cannot remove its temp; the next write of the
-same target does, and so does the start of every stage (:func:`remove_stale_temps_under`, called by
-``run_stage``), once the process named in it is gone: not running, a zombie, or a later process that
-got its pid. The repository's .gitignore and .dvcignore ignore the pattern ``.*.tmp``, so a leftover
+when complete (a directory that is a DVC output: a temp inside it, :func:`atomic_dir`). A killed
+process (SIGKILL, a power cut) cannot remove its temp; the next write of the same target does, and
+so does the start of every stage (:func:`remove_stale_temps_under`, called by ``run_stage``), once
+the process named in it is gone: not running, a zombie, or a later process that got its pid. The repository's .gitignore and .dvcignore ignore the pattern ``.*.tmp``, so a leftover
 never shows in ``git status`` nor inside a DVC out.
 """
 
