@@ -55,19 +55,14 @@ def parse_variant(text: str, model: str) -> tuple[str, dict[str, dict]]:
 
 
 def build(model: str, params: dict, class_names: list[str], side: int):
-    """The model, its spec, its training config and its optimizer groups (None: every trainable parameter)."""
-    from inat_cnn.core.config import FinetuneConfig, ScratchModelConfig, TrainConfig, from_dict
+    """The model, its spec, its training config and its optimizer groups (None: every trainable parameter),
+    through the registry the training stages use."""
+    from inat_cnn.models.registry import model_entry
 
-    if model == "scratch":
-        from inat_cnn.models.scratch import scratch_model
-
-        net, spec = scratch_model(from_dict(ScratchModelConfig, params["model"], "model"), class_names, side)
-        return net, spec, from_dict(TrainConfig, params["train"], "train"), None
-    from inat_cnn.models.pretrained.freezing import finetune_model, param_groups
-
-    cfg = from_dict(FinetuneConfig, params["finetune"], "finetune")
-    pm, spec = finetune_model(cfg, class_names, side)
-    return pm.model, spec, cfg, param_groups(pm, cfg.lr, cfg.backbone_lr_factor, cfg.head_epochs)
+    entry = model_entry(model)
+    arch, cfg = entry.configs(params)
+    built = entry.build(arch, cfg, class_names, side)
+    return built.model, built.spec, cfg, built.param_groups
 
 
 def run(model: str, params: dict, prepared: Path, seed: int, checkpoint: Path) -> dict:

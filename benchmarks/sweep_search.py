@@ -87,18 +87,18 @@ def cache_path(params: dict, data: Path) -> Path:
 def train(params: dict, prepared: Path, checkpoint: Path) -> dict:
     """One configuration through the real loop, on one CPU thread (``--jobs`` of them run at a
     time); its per-epoch validation curve."""
-    from inat_cnn.core.config import ScratchModelConfig, TrainConfig, from_dict
-    from inat_cnn.data.prepared import open_prepared_splits
-    from inat_cnn.models.scratch import scratch_model
     from inat_cnn.core.device import seed_everything
+    from inat_cnn.data.prepared import open_prepared_splits
+    from inat_cnn.models.registry import model_entry
     from inat_cnn.training.loop import fit
 
     torch.set_num_threads(1)
-    model_cfg = from_dict(ScratchModelConfig, params["model"], "model")
-    train_cfg = from_dict(TrainConfig, params["train"], "train")
+    entry = model_entry("scratch")  # the train_scratch stage's model, through the same registry
+    model_cfg, train_cfg = entry.configs(params)
     train_split, val_split = open_prepared_splits(prepared, ("train", "val"), side=SIDE)
     seed_everything(SEED)
-    model, spec = scratch_model(model_cfg, train_split.class_names, SIDE)
+    built = entry.build(model_cfg, train_cfg, train_split.class_names, SIDE)
+    model, spec = built.model, built.spec
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # one line per configuration
         result = fit(model, spec, train_split, val_split, train_cfg, seed=SEED, checkpoint_path=checkpoint)

@@ -76,31 +76,25 @@ def _model_size(args: argparse.Namespace) -> None:
 def _lr_find(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .core.config import FinetuneConfig, ScratchModelConfig, TrainConfig, from_dict
     from .core.files import write_json
     from .core.stage_runner import load_params, seed_param
+    from .models.registry import model_entry
 
     params = load_params(args.params)
     seed = seed_param(params)
-    section = "train" if args.model == "scratch" else "finetune"
-    cfg = from_dict(TrainConfig if args.model == "scratch" else FinetuneConfig, params.get(section), section)
-    model_cfg = from_dict(ScratchModelConfig, params.get("model"), "model") if args.model == "scratch" else None
-    from .data.prepared import open_prepared
-    from .models.pretrained.freezing import finetune_model, param_groups
-    from .models.scratch import scratch_model
+    entry = model_entry(args.model)
+    arch, cfg = entry.configs(params)
+    section = entry.train_section
     from .core.device import seed_everything
+    from .data.prepared import open_prepared
     from .training.lr_find import lr_range_test
     from .viz.lr_find import lr_finding_plot
 
     train = open_prepared(Path("data/prepared"), "train")
     seed_everything(seed)
-    groups = None
-    with fields_named(f"params: {section}."):
-        if model_cfg is not None:
-            model, spec = scratch_model(model_cfg, train.class_names, train.side)
-        else:
-            pm, spec = finetune_model(cfg, train.class_names, train.side)
-            model, groups = pm.model, param_groups(pm, cfg.lr, cfg.backbone_lr_factor)
+    with fields_named(f"params: {entry.sections[-1]}."):
+        built = entry.build(arch, cfg, train.class_names, train.side)
+    model, spec, groups = built.model, built.spec, built.param_groups
     with fields_named({"start": "--start", "steps": "--steps"}):
         finding = lr_range_test(model, spec, train, cfg, seed=seed, param_groups=groups, start=args.start, end=args.end, steps=args.steps)
     out = Path(args.out or f"plots/lr_find/{args.model}.png")
