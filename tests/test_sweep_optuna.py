@@ -122,6 +122,10 @@ def test_pruning_is_off_outside_a_sweep_and_on_for_a_trial_of_the_study(tmp_path
     assert "could not report epoch 3" in capsys.readouterr().out
     gone = epoch_hook_from_env({STORAGE_ENV: f"sqlite:///{tmp_path}/none.db", STUDY_ENV: "s", "DVC_EXP_NAME": "s-t0"})
     assert gone is None and "pruning off" in capsys.readouterr().out
+    # a worker an earlier driver started (its study "old" in the environment) runs this study's trial
+    second = study.ask()
+    assert epoch_hook_from_env({STORAGE_ENV: url, STUDY_ENV: "old", "DVC_EXP_NAME": trial_name("s", second.number)}) is not None
+    assert f"trial {second.number} of study 's'" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------- the study report

@@ -119,7 +119,13 @@ def epoch_hook_from_env(environ: dict[str, str] | None = None) -> EpochHook | No
         return None
     number = trial_number(env.get(EXP_NAME_ENV), study_name)
     if number is None:
-        return None
+        # A queue worker another driver started (an idle one lingers ~10 s and takes the next
+        # study's trials) carries that driver's study in its environment: the experiment's own name
+        # (<study>-t<number>) says whose trial this is; the lookup below fails for a name that is not one.
+        found = re.fullmatch(r"(.+)-t(\d+)", env.get(EXP_NAME_ENV) or "")
+        if found is None:
+            return None
+        study_name, number = found.group(1), int(found.group(2))
     try:
         optuna = quiet_optuna()
         storage = open_storage(storage_url)
