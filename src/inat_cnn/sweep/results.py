@@ -86,7 +86,7 @@ def refuse_test_metric(metric: str, where: str = "metric") -> None:
 
 def reported_test_metric(metric: str) -> str | None:
     """The test accuracy that goes with a training stage's metric (``metrics/train_scratch.json:...``
-    -> ``metrics/evaluate_scratch.json:test_acc``), to be shown beside it and never ranked by."""
+    -> ``metrics/evaluate_scratch.json:scratch_test_acc``), to be shown beside it and never ranked by."""
     file, _ = parse_metric(metric)
     model = _model(file)
     if model is None or not posixpath.basename(_normal(file)).startswith("train_"):
