@@ -153,7 +153,8 @@ def replay(space: dict[str, list], curves: dict[str, list[float]], sampler: str,
     pruned), and the trial reports no epoch, as in ``inat-cnn sweep run``."""
     from inat_cnn.sweep.pruning import quiet_optuna
     from inat_cnn.sweep.spec import Sweep
-    from inat_cnn.sweep.study import config_of, distributions, make_sampler, open_study
+    from inat_cnn.sweep.space import config_of, distributions, make_sampler
+    from inat_cnn.sweep.study import open_study
 
     optuna = quiet_optuna()
     sweep = Sweep(params=space)

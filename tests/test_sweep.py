@@ -22,7 +22,8 @@ from inat_cnn.sweep import cli as sweep_cli
 from inat_cnn.sweep.cli import add_sweep_commands
 from inat_cnn.sweep.queue import format_value, queue_command
 from inat_cnn.sweep.report import sweep_report
-from inat_cnn.sweep.results import DEFAULT_METRIC, is_test_metric_file, parse_exp_show
+from inat_cnn.sweep.metric import DEFAULT_METRIC, is_test_metric_file
+from inat_cnn.sweep.results import parse_exp_show
 from inat_cnn.sweep.spec import Range, load_sweep
 
 METRIC = "metrics/train_scratch.json:scratch_val_acc"

@@ -24,10 +24,10 @@ from inat_cnn.core.errors import UserError
 from inat_cnn.sweep.pruning import trial_name
 from inat_cnn.sweep.queue import experiment_refs
 from inat_cnn.sweep.spec import load_sweep
-from inat_cnn.sweep.study import (
-    RETRY_ATTR, Driver, _me, clone_seed, connect, distributions, dry_run, heartbeat_settings, make_sampler, open_study,
-    run_sweep,
-)
+from inat_cnn.sweep.driver import Driver, dry_run, run_sweep
+from inat_cnn.sweep.space import clone_id, clone_seed, distributions, make_sampler
+from inat_cnn.sweep.storage import RETRY_ATTR, connect, heartbeat_settings
+from inat_cnn.sweep.study import open_study
 
 # ------------------------------------------------------------------------------- seeds
 
@@ -36,8 +36,8 @@ def test_each_clone_mixes_its_own_id_into_the_tpe_and_random_seeds_not_the_grids
     ranged = load_sweep(sweep_file(tmp_path, "  train.lr: {low: 1.0e-5, high: 1.0e-1, log: true}\n", "r.yaml"))
     grid = load_sweep(sweep_file(tmp_path, "  train.lr: [0.1, 0.01, 0.001]\n  model.dense_units: [8, 16, 32, 64]\n", "g.yaml"))
     a, b = tmp_path / "a", tmp_path / "b"
-    assert clone_seed(0, _me(a)) == clone_seed(0, _me(a)) != clone_seed(0, _me(b))
-    assert clone_seed(0, _me(a)) != clone_seed(1, _me(a)) and clone_seed(None, _me(a)) is None
+    assert clone_seed(0, clone_id(a)) == clone_seed(0, clone_id(a)) != clone_seed(0, clone_id(b))
+    assert clone_seed(0, clone_id(a)) != clone_seed(1, clone_id(a)) and clone_seed(None, clone_id(a)) is None
     for sampler in ("tpe", "random"):  # 3 draws of a continuous range: an accidental match is out of reach
         first = dry_run(ranged, study_name="s", jobs=3, sampler=sampler, seed=0, repo=a)
         assert first == dry_run(ranged, study_name="s", jobs=3, sampler=sampler, seed=0, repo=a)  # one clone: reproducible
@@ -47,8 +47,8 @@ def test_each_clone_mixes_its_own_id_into_the_tpe_and_random_seeds_not_the_grids
     assert dry_run(grid, study_name="s", jobs=12, sampler="grid", seed=0, repo=a) == \
         dry_run(grid, study_name="s", jobs=12, sampler="grid", seed=0, repo=b)
     storage = optuna.storages.InMemoryStorage()
-    studies = [optuna.create_study(study_name="g", storage=storage, sampler=make_sampler("grid", grid, 0, clone=_me(a))),
-               optuna.load_study(study_name="g", storage=storage, sampler=make_sampler("grid", grid, 0, clone=_me(b)))]
+    studies = [optuna.create_study(study_name="g", storage=storage, sampler=make_sampler("grid", grid, 0, clone=clone_id(a))),
+               optuna.load_study(study_name="g", storage=storage, sampler=make_sampler("grid", grid, 0, clone=clone_id(b)))]
     asked = [studies[i % 2].ask(distributions(grid)).params for i in range(12)]
     assert len({tuple(sorted(p.items())) for p in asked}) == 12
 
@@ -177,7 +177,7 @@ def test_two_clones_run_one_study_in_postgresql_and_share_their_experiments(proj
     study = optuna.load_study(study_name="mm", storage=connect(storage))
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], outs
-    assert {t.user_attrs["dvc_repo"] for t in trials} == {_me(c) for c in clones.values()}, outs  # one trial each
+    assert {t.user_attrs["dvc_repo"] for t in trials} == {clone_id(c) for c in clones.values()}, outs  # one trial each
     assert trials[0].params != trials[1].params  # same --seed, each clone its own draws
     names = {t.user_attrs["dvc_exp"] for t in trials}
     assert names == {"mm-t0", "mm-t1"}

@@ -23,9 +23,10 @@ from inat_cnn.sweep.pruning import (
 from inat_cnn.sweep.report import sweep_report
 from inat_cnn.sweep.results import parse_exp_show
 from inat_cnn.sweep.spec import load_sweep
-from inat_cnn.sweep.study import (
-    config_of, connect, default_storage_url, distributions, dry_run, evaluate_best, make_sampler, run_sweep,
-)
+from inat_cnn.sweep.best import evaluate_best
+from inat_cnn.sweep.driver import dry_run, run_sweep
+from inat_cnn.sweep.space import config_of, distributions, make_sampler
+from inat_cnn.sweep.storage import connect, default_storage_url
 
 METRIC = "metrics/train_scratch.json:scratch_val_acc"
 

@@ -1,6 +1,7 @@
 """``inat-cnn sweep run``, ``sweep report`` and ``sweep best``: the argparse commands over
-:mod:`.spec` (the sweep file), :mod:`.study` (Optuna proposes, DVC's queue runs), :mod:`.report`
-(the ranking by a validation metric, ``reports/sweep.md``, ``plots/sweep/``).
+:mod:`.spec` (the sweep file), :mod:`.driver` (Optuna proposes, DVC's queue runs), :mod:`.report`
+(the ranking by a validation metric, ``reports/sweep.md``, ``plots/sweep/``) and :mod:`.best`
+(the best trial, once on the test set).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from ..core.errors import UserError
 from .pruning import DEFAULT_PRUNER, PRUNERS
 from .queue import exp_show_json
 from .report import sweep_report
-from .results import DEFAULT_METRIC, metric_label, parse_metric, refuse_test_metric
+from .metric import DEFAULT_METRIC, metric_label, parse_metric, refuse_test_metric
+from .space import SAMPLERS
 from .spec import load_sweep
-from .study import DEFAULT_STORAGE, SAMPLERS, STALE_AFTER_S
+from .storage import DEFAULT_STORAGE, STALE_AFTER_S
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from .study import dry_run, run_sweep
+    from .driver import dry_run, run_sweep
 
     sweep = load_sweep(args.sweep_file)
     name = args.study or Path(args.sweep_file).stem
@@ -57,7 +59,7 @@ def _print_best(study) -> None:
 def _study_for(args: argparse.Namespace, sweep) -> Any:
     """The study a report or `sweep best` reads: --study (default: the sweep file's name) in
     --storage (default: the repository's file); None without a study to read."""
-    from .study import connect, default_storage_url
+    from .storage import connect, default_storage_url
 
     url = args.storage or default_storage_url(Path.cwd())
     if args.storage is None and not (Path.cwd() / DEFAULT_STORAGE).is_file():
@@ -112,7 +114,7 @@ def _cmd_best(args: argparse.Namespace) -> None:
     if not args.evaluate:
         _print_best(study)
         return
-    from .study import evaluate_best
+    from .best import evaluate_best
 
     result = evaluate_best(study, Path.cwd())
     print(f"trial {result['trial']} ({result['exp']}) applied and evaluated once on the test set: "
@@ -133,6 +135,13 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "evaluate the best trial once on the test set.",
     )
     sub = sweep.add_subparsers(dest="sweep_command", metavar="COMMAND", required=True)
+    _add_run(sub)
+    _add_report(sub)
+    _add_best(sub)
+    return sweep
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run", help="run (or resume) a study: each trial a `dvc exp run --queue` experiment, J at a time",
         description="Optuna asks for configurations; each trial is queued as the DVC experiment <study>-t<N> and "
@@ -155,6 +164,9 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     run.add_argument("--dry-run", action="store_true", help="print the first J commands the sampler would queue, queue nothing")
     _study_flags(run)
     run.set_defaults(func=_cmd_run)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser(
         "report", help="rank finished experiments; write plots/sweep/*.png and reports/sweep.md",
         description="Read the study (when there is one) and `dvc exp show --json`, rank the finished experiments by "
@@ -172,6 +184,9 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     report.add_argument("--md", default="reports/sweep.md", help="report file (default: reports/sweep.md)")
     _study_flags(report)
     report.set_defaults(func=_cmd_report)
+
+
+def _add_best(sub: argparse._SubParsersAction) -> None:
     best = sub.add_parser(
         "best", help="name the study's best trial; --evaluate applies it and measures it once on the test set",
         description="The best completed trial by the study's validation metric. With --evaluate: `dvc exp apply` it, "
@@ -181,4 +196,3 @@ def add_sweep_commands(subparsers: argparse._SubParsersAction) -> argparse.Argum
     best.add_argument("--evaluate", action="store_true", help="apply the best trial and evaluate it on the test set")
     _study_flags(best)
     best.set_defaults(func=_cmd_best)
-    return sweep

@@ -1,4 +1,4 @@
-"""Sweep figures: metric against creation order, parallel coordinates, parameter importance."""
+"""Sweep figures: metric against creation order, parallel coordinates, parameter importance, trial curves."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from .results import Column, Experiment, hashable, metric_label, value_label
-
-
-
-# ------------------------------------------------------------------------------------- figures
+from .importance import Column, hashable, value_label
+from .metric import metric_label
+from .ranking import Ranking
+from .results import Experiment
 
 
 def _created(exps: Sequence[Experiment]) -> list[Any]:
@@ -172,3 +171,21 @@ def plot_trial_curves(trials: Sequence[Any], label: str, out_path: Path) -> None
     if shown:
         ax.legend(loc="best", fontsize=9)
     save_png(fig, out_path, f"{label} per epoch ({len(trials)} trials, {sum(t.state.name == 'PRUNED' for t in trials)} pruned)")
+
+
+def write_figures(ranking: Ranking, columns: Sequence[Column], rows: list[dict[str, Any]], metric: str,
+                  higher_is_better: bool, out_dir: Path) -> list[str]:
+    """The report's figures in ``out_dir`` (made here); returns their file names."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_metric_vs_created(ranking.used, metric, higher_is_better, out_dir / "metric_vs_created.png")
+    plot_parallel_coordinates(ranking.used, columns, metric, out_dir / "parallel_coordinates.png")
+    figures = ["metric_vs_created.png", "parallel_coordinates.png"]
+    if rows:
+        plot_importance(rows, metric, out_dir / "importance.png")
+        figures.append("importance.png")
+    elif (out_dir / "importance.png").exists():
+        (out_dir / "importance.png").unlink()  # a stale figure from an earlier, larger sweep
+    if ranking.trials:
+        plot_trial_curves(ranking.trials, metric_label(metric), out_dir / "trial_curves.png")
+        figures.append("trial_curves.png")
+    return figures

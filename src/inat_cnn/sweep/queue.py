@@ -2,10 +2,10 @@
 
 :func:`queue_experiment` queues one ``dvc exp run --queue -n NAME -S key=value ...``
 (:func:`format_value` writes each value), :func:`start_workers` runs ``dvc queue start``,
-:func:`queue_tasks` and :func:`experiment_refs` tell what became of each experiment
-(:func:`executor_alive` and :func:`workers_alive` whether anything still runs it), and
-:func:`exp_show_json` reads the results back (``dvc exp show --json``) for the report. Which
-configurations to try is Optuna's business (:mod:`.study`).
+:class:`QueueSnapshot` tells what became of each experiment at one look (:func:`experiment_refs`,
+:func:`queue_tasks`; :func:`running_executors` and :func:`workers_alive`: whether anything still
+runs it), and :func:`exp_show_json` reads the results back (``dvc exp show --json``) for the
+report. Which configurations to try is Optuna's business (:mod:`.space`, :mod:`.driver`).
 """
 
 from __future__ import annotations
@@ -170,10 +170,10 @@ def _alive(info: Path) -> bool:
     return True
 
 
-def executor_alive(repo: Path, rev: str) -> bool:
-    """Whether task ``rev``'s ``dvc exp exec-run`` process runs (not before the queue starts it, nor
+def running_executors(repo: Path) -> frozenset[str]:
+    """The stash revs whose ``dvc exp exec-run`` process runs (not before the queue starts it, nor
     after it ends): DVC's queue keeps it in ``.dvc/tmp/exps/run/<stash rev>/<stash rev>.json``."""
-    return any(_alive(d / f"{d.name}.json") for d in (Path(repo) / _RUN_DIR).glob(f"{rev}*"))
+    return frozenset(d.name for d in (Path(repo) / _RUN_DIR).glob("*") if _alive(d / f"{d.name}.json"))
 
 
 def workers_alive(repo: Path) -> bool:
@@ -192,6 +192,42 @@ def experiment_refs(repo: Path) -> dict[str, str]:
         if ref.count("/") >= 4:  # refs/exps/<2>/<38>/<name>; not refs/exps/exec/... nor the stash
             found[ref.rsplit("/", 1)[-1]] = rev
     return found
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """One look at what became of the experiments: the finished ones (git's ``refs/exps``) and, in
+    a full look, each name's queue entry (one ``dvc queue status``), the running experiment
+    processes and whether a queue worker runs (their process files). A driver takes one per poll
+    (:meth:`take`) and every decision of that poll reads it."""
+
+    refs: dict[str, str]  # finished experiment -> commit
+    tasks: dict[str, Task] | None = None  # name -> queue entry (:func:`status_by_name`); None: not read
+    executors: frozenset[str] = frozenset()  # stash revs whose experiment process runs
+    workers: bool = False  # whether any queue worker runs
+
+    @classmethod
+    def take(cls, repo: Path, following: Collection[str] | None = None, *, with_status: bool = True,
+             ignore: Collection[str] = ()) -> QueueSnapshot:
+        """The refs; the queue's state too when ``with_status`` and (``following`` given: experiment
+        names) one of ``following`` is unfinished (``dvc queue status`` costs about a CPU-second),
+        leaving out the tasks in ``ignore``."""
+        refs = experiment_refs(repo)
+        unfinished = following is None or any(name not in refs for name in following)
+        if not (with_status and unfinished):
+            return cls(refs)
+        return cls(refs, status_by_name(queue_tasks(repo), ignore), running_executors(repo), workers_alive(repo))
+
+    def state_of(self, name: str) -> str | None:
+        """``finished`` (a ref), else the queue entry's state (``queued``, ``running``...), else None."""
+        if name in self.refs:
+            return "finished"
+        task = (self.tasks or {}).get(name)
+        return task.status.lower() if task is not None else None
+
+    def executor_alive(self, rev: str) -> bool:
+        """Whether task ``rev``'s experiment process ran at this look (``rev``: a stash rev's prefix)."""
+        return any(run.startswith(rev) for run in self.executors)
 
 
 def json_at(repo: Path, rev: str, path: str) -> Any:

@@ -8,23 +8,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..core.errors import UserError
 from ..core.files import write_json, write_text
-from .results import (
-    Column, Experiment, available_metrics, importance, metric_label, metric_value, parse_exp_show,
-    refuse_test_metric, reported_test_metric, swept_columns, value_label,
-)
-from .figures import plot_importance, plot_metric_vs_created, plot_parallel_coordinates, plot_trial_curves
-
-
-
-# ---------------------------------------------------------------------------------- the report
+from .figures import write_figures
+from .importance import param_importance, value_label, write_importance_csv
+from .metric import metric_label, refuse_test_metric
+from .ranking import Ranking, rank_experiments, reported_test_values
 
 
 def _fmt(value: Any) -> str:
@@ -37,93 +28,6 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-@dataclass
-class Ranking:
-    """The experiments of one report: counted by status, the finished ones with the metric ranked."""
-
-    exps: list[Experiment]
-    trials: list[Any]  # the study's (FrozenTrial), or none
-    counts: dict[str, int]  # by status: success, failed, queued, running
-    pruned: list[Experiment]
-    used: list[Experiment]  # finished, with the metric, in trial (else creation) order
-    without: list[Experiment]  # finished without the metric
-    ranked: list[Experiment]  # used, best first (ties: earliest first)
-
-    @property
-    def best(self) -> Experiment:
-        return self.ranked[0]
-
-
-def rank_experiments(exp_show_json: list, metric: str, higher_is_better: bool = True, study: Any = None) -> Ranking:
-    """The finished experiments of ``dvc exp show --json`` ranked by ``metric`` (a study's trials only,
-    its pruned ones counted, not ranked); a :class:`UserError` where none has the metric."""
-    exps = parse_exp_show(exp_show_json)
-    trials = study.get_trials(deepcopy=False) if study is not None else []
-    if study is not None:
-        by_name = {t.user_attrs.get("dvc_exp"): t for t in trials}
-        exps = [e for e in exps if e.name in by_name]
-        for e in exps:
-            e.trial = by_name[e.name]
-    counts = {s: sum(e.status == s for e in exps) for s in ("success", "failed", "queued", "running")}
-    pruned = [e for e in exps if e.status == "success" and e.trial is not None and e.trial.state.name == "PRUNED"]
-    finished = [e for e in exps if e.status == "success" and e not in pruned]
-    for e in finished:
-        e.value = metric_value(e, metric)
-    used = sorted((e for e in finished if e.value is not None),
-                  key=lambda e: (e.trial.number, "") if e.trial is not None else (e.timestamp or "", e.name))
-    without = [e for e in finished if e.value is None]
-    if not used and without:
-        raise UserError(f"sweep report: none of the {len(without)} finished experiment(s) has {metric}; "
-                        f"metrics they have: {', '.join(available_metrics(without)) or 'none'}")
-    if not used:
-        raise UserError(f"sweep report: no finished experiments; run dvc queue start "
-                        f"({counts['queued']} queued, {counts['running']} running, {counts['failed']} failed)")
-    ranked = sorted(used, key=lambda e: -e.value if higher_is_better else e.value)  # type: ignore[operator]
-    return Ranking(exps, trials, counts, pruned, used, without, ranked)
-
-
-def param_importance(used: Sequence[Experiment], keys: Sequence[str] | None, seed: int) -> tuple[list[Column], list[dict[str, Any]], str]:
-    """The swept params, their importance rows (see :func:`.results.importance`) and, where there are
-    none, why."""
-    columns = swept_columns(used, keys)
-    if len(used) < 2:
-        return columns, [], "only 1 finished experiment: no parameter importance is possible"
-    if not columns:
-        return columns, [], "no param varies across the finished experiments: nothing to rank"
-    return columns, importance(columns, np.array([e.value for e in used], dtype=float), seed), ""
-
-
-def write_figures(ranking: Ranking, columns: Sequence[Column], rows: list[dict[str, Any]], metric: str,
-                  higher_is_better: bool, out_dir: Path) -> list[str]:
-    """The figures of ``out_dir`` and importance.csv; returns the figures' file names."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_metric_vs_created(ranking.used, metric, higher_is_better, out_dir / "metric_vs_created.png")
-    plot_parallel_coordinates(ranking.used, columns, metric, out_dir / "parallel_coordinates.png")
-    figures = ["metric_vs_created.png", "parallel_coordinates.png"]
-    csv = ["param,kind,distinct_values,spearman,importance"]
-    csv += [f"{r['param']},{r['kind']},{r['distinct_values']},{'' if r['spearman'] is None else r['spearman']},{r['importance']}" for r in rows]
-    write_text(out_dir / "importance.csv", "\n".join(csv) + "\n")
-    if rows:
-        plot_importance(rows, metric, out_dir / "importance.png")
-        figures.append("importance.png")
-    elif (out_dir / "importance.png").exists():
-        (out_dir / "importance.png").unlink()  # a stale figure from an earlier, larger sweep
-    if ranking.trials:
-        plot_trial_curves(ranking.trials, metric_label(metric), out_dir / "trial_curves.png")
-        figures.append("trial_curves.png")
-    return figures
-
-
-def reported_test_values(used: Sequence[Experiment], metric: str) -> tuple[str | None, dict[str, float | None]]:
-    """The test metric beside ``metric`` and each experiment's value of it, where any has one."""
-    test_metric = reported_test_metric(metric)
-    # an experiment's test accuracy only where every stage read the outputs the experiment wrote: a sweep
-    # that stops at the training stage carries the baseline's metrics/evaluate_*.json along unchanged
-    # (conservative: one stale stage downstream of the evaluation, such as compare, hides it too)
-    tests = {e.name: None if e.stale_inputs else metric_value(e, test_metric) for e in used} if test_metric else {}
-    return test_metric, tests if any(v is not None for v in tests.values()) else {}
 
 
 def sweep_report(
@@ -158,6 +62,7 @@ def sweep_report(
     ranking = rank_experiments(exp_show_json, metric, higher_is_better, study)
     columns, rows, note = param_importance(ranking.used, keys, seed)
     figures = write_figures(ranking, columns, rows, metric, higher_is_better, out_dir)
+    write_importance_csv(rows, out_dir / "importance.csv")
     study_facts = _study_facts(study, ranking.trials, ranking.exps) if study is not None else {}
     md = _markdown(ranking, metric, higher_is_better, [c.key for c in columns], rows, note, top, study, study_facts)
     rel = Path(os.path.relpath(out_dir, report_md.parent))

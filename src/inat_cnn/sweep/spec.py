@@ -12,7 +12,7 @@ values (categorical) or a :class:`Range` (floats, or integers when both ends are
       model.activation: [relu, gelu]
 
 The metric must not come from the test split: a metric of ``metrics/evaluate_*.json`` or
-``metrics/compare.json`` is refused (:func:`~inat_cnn.sweep.results.refuse_test_metric`). The
+``metrics/compare.json`` is refused (:func:`~inat_cnn.sweep.metric.refuse_test_metric`). The
 library never reads params.yaml: it reads the sweep file it is given.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import UserError
-from .results import DEFAULT_METRIC, parse_metric, refuse_test_metric
+from .metric import DEFAULT_METRIC, parse_metric, refuse_test_metric
 
 GOALS = ("maximize", "minimize")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
