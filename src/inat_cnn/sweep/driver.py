@@ -1,8 +1,8 @@
 """Optuna proposes, DVC's queue runs: the study driver behind ``inat-cnn sweep run``.
 
 An Optuna study (in an Optuna storage: by default the git-ignored SQLite file
-:data:`DEFAULT_STORAGE` of the repository, or a PostgreSQL URL shared by several machines) asks
-for configurations with one of :data:`SAMPLERS`; each trial becomes the DVC experiment
+:data:`.storage.DEFAULT_STORAGE` of the repository, or a PostgreSQL URL shared by several machines)
+asks for configurations with one of :data:`.space.SAMPLERS`; each trial becomes the DVC experiment
 ``<study>-t<number>`` (``dvc exp run --queue -S ...``), run by ``dvc queue start -j J`` workers
 that inherit the study's storage and name (:mod:`.pruning`), so the training loop reports every
 epoch and the pruner can stop it. When the experiment is committed, its validation metric is told
@@ -15,12 +15,13 @@ so nothing is run twice.
 
 DVC's queue can lose an entry (a worker that stops as it takes it does not put it back: the entry
 stays "Running" for ever); the driver watches the queue's process files and queues such a trial
-again (:meth:`Driver.stuck`, :meth:`Driver.recover`, from one :class:`~.queue.QueueSnapshot` a poll).
+again (:meth:`Driver.stuck`, :meth:`Driver.recover`). Each poll reads the queue once, one
+:class:`~.queue.QueueSnapshot` that all of its decisions use.
 
 Several machines, one study: each clone runs the same ``sweep run`` against one shared storage
 (PostgreSQL). Trial numbers are the study's (Optuna numbers them under a lock), so experiment
-names never collide; the sampler's seed is mixed with the clone's id (:func:`.space.clone_seed`), so two
-machines given the same ``--seed`` do not propose the same sequence. Each driver beats a heartbeat
+names never collide; the sampler's seed is mixed with the clone's id (:func:`.space.clone_seed`),
+so two machines given the same ``--seed`` do not propose the same sequence. Each driver beats a heartbeat
 for its trials in flight (Optuna's RDBStorage heartbeat, on the database's clock); a trial whose
 driver stopped beating for ``--stale-after`` seconds is failed by whichever driver notices, and its
 configuration is asked again (:func:`.storage.retry_stale`).
