@@ -11,6 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inat_cnn.core.threads import split_cores
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest -n N: the N workers (and every stage they run) split the cores. Set in the controller
+    before it starts the workers, so each inherits it before it imports torch."""
+    split = split_cores(getattr(config.option, "numprocesses", None) or 1)
+    if split:  # empty where OMP_NUM_THREADS was set: the user's (or, in a worker, the controller's)
+        os.environ.update(split, INAT_CNN_TESTS_SPLIT_CORES="1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 

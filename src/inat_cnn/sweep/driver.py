@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.threads import split_cores
 from .metric import lookup, parse_metric, training_key
 from .pruning import PRUNER_ATTR, STORAGE_ENV, STUDY_ENV, make_pruner, quiet_optuna, trial_name
 from .queue import QueueSnapshot, Task, dvc, json_at, queue_command, queue_experiment, start_workers
@@ -71,7 +72,8 @@ class Driver:
         self.beat_every = storage.get_heartbeat_interval()  # None: no heartbeats (a storage opened without)
         self.last_beat = -math.inf
         self.me = clone_id(repo)
-        self.env = dict(os.environ, **{STORAGE_ENV: storage_url, STUDY_ENV: study.study_name})
+        # the workers split the cores (one OpenMP thread per core in each of J trainings is 20x slower)
+        self.env = dict(os.environ, **split_cores(jobs), **{STORAGE_ENV: storage_url, STUDY_ENV: study.study_name})
         self.log = self.repo / ".dvc/tmp/inat-cnn-sweep-queue.log"
         self.in_flight: dict[int, str] = {}  # trial number -> experiment name
         self.lost: set[str] = set()  # queue tasks given up on (see stuck)
