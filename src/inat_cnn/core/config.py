@@ -87,8 +87,11 @@ def from_dict(cls: type[T], data: Any, section: str) -> T:
         raise ConfigError(_one_line(cls, data, section, first)) from None
 
 
+_LISTED = "(the repository's params.yaml lists them all)"
+
+
 def _missing(key: str) -> str:
-    return f"params: {key} is missing or null; give it its keys (the repository's params.yaml lists them all)"
+    return f"params: {key} is missing or null; give it its keys {_LISTED}"
 
 
 def _one_line(cls: type[Section], data: Any, section: str, error: dict[str, Any]) -> str:
@@ -113,7 +116,7 @@ def _one_line(cls: type[Section], data: Any, section: str, error: dict[str, Any]
     if model is not None and value is None:
         return _missing(key)
     if kind == "missing":
-        return f"params: {key} is missing; give every key of {key.rsplit('.', 1)[0]} (the repository's params.yaml lists them all)"
+        return f"params: {key} is missing; give every key of {key.rsplit('.', 1)[0]} {_LISTED}"
     if info.annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = float(value)
     return f"params: {key} = {value!r} is not allowed; expected {_allowed(info)}"
@@ -143,20 +146,13 @@ def _allowed(info: FieldInfo) -> str:
     """What field ``info`` accepts, in words: its description, else its type and bounds."""
     if info.description:
         return info.description
-    bounds = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
-    (lo_op, lo), (hi_op, hi) = _bound(bounds, "ge", "gt"), _bound(bounds, "le", "lt")
-    if lo_op and hi_op:
-        return f"{_kind(info.annotation)} in {'[' if lo_op == 'ge' else '('}{lo:g}, {hi:g}{']' if hi_op == 'le' else ')'}"
-    if lo_op:
-        return f"{_kind(info.annotation)} {'>=' if lo_op == 'ge' else '>'} {lo:g}"
-    return _kind(info.annotation)
-
-
-def _bound(bounds: dict[str, float], closed: str, open_: str) -> tuple[str | None, float]:
-    for op in (closed, open_):
-        if op in bounds:
-            return op, bounds[op]
-    return None, 0.0
+    b = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
+    kind = _kind(info.annotation)
+    lo = ("[", b["ge"]) if "ge" in b else ("(", b["gt"]) if "gt" in b else None
+    hi = ("]", b["le"]) if "le" in b else (")", b["lt"]) if "lt" in b else None
+    if lo and hi:
+        return f"{kind} in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+    return f"{kind} {'>=' if lo[0] == '[' else '>'} {lo[1]:g}" if lo else kind
 
 
 # --------------------------------------------------------------------------- data

@@ -381,9 +381,9 @@ def train_on_split(
 ) -> FitResult:
     """Train on the prepared train split, validate on the val split (``prepared_dir``, see data/prepared.py).
 
-    Curves go to dvclive in ``live_dir`` (and to W&B when ``logging.wandb``; no ``logging``: dvclive alone; ``run_config`` is
-    the params recorded with that run). With ``resume_path``, progress is saved there after every
-    epoch and a killed run started again continues from its last complete epoch.
+    Curves go to dvclive in ``live_dir`` (and to W&B when ``logging.wandb``, none without ``logging``;
+    ``run_config`` is the params recorded with that run). With ``resume_path``, progress is saved there
+    after every epoch and a killed run started again continues from its last complete epoch.
     """
     train_split, val_split = open_prepared_splits(prepared_dir, ("train", "val"), side=spec.preprocessing.source_size)
     if train_split.class_names != list(spec.class_names):
