@@ -1,5 +1,6 @@
 """Real photos for the benchmarks that train: the stages' own download (from a local folder), split
-and prepare functions, run into a temporary folder. Imported by sweep_search.py and seed_spread.py."""
+and prepare functions, run into a temporary folder. Imported by sweep_search.py, seed_spread.py and
+throughput.py, which take their configs from params.yaml (:func:`params_config`: the library has no defaults)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ import sys
 from pathlib import Path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "real_photos" / "flowers5"
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def params_config(cls: type, section: str, **changes: object):
+    """``cls`` built from this checkout's params.yaml ``section`` with ``changes``."""
+    import yaml
+
+    from inat_cnn.core.config import from_dict
+
+    return from_dict(cls, {**yaml.safe_load(PARAMS_FILE.read_text())[section], **changes}, section)
 
 
 def require(data: Path, script: str) -> None:
@@ -26,7 +37,7 @@ def prepare_photos(data: Path, work: Path, *, seed: int, side: int, val_fraction
     from inat_cnn.data.raw import build_raw_dataset
     from inat_cnn.data.split import stratified_split, write_split
 
-    cfg = DataConfig(source=str(data), val_fraction=val_fraction)
+    cfg = params_config(DataConfig, "data", source=str(data), val_fraction=val_fraction)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         build_raw_dataset(cfg, seed, work / "raw", work / "downloads")
         write_split(stratified_split(work / "raw/train", cfg.val_fraction, seed, work / "raw/test"), work / "split")

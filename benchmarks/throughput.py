@@ -58,6 +58,7 @@ from inat_cnn.core.errors import UserError, fields_named
 from inat_cnn.core.device import AMPS, DEVICES, choose_precision, select_device
 from inat_cnn.training.loop import Runner
 from inat_cnn.training.optim import make_optimizer, make_scheduler
+from photos import params_config
 
 IMAGE_W, IMAGE_H = 800, 600
 JPEG_QUALITY = 90
@@ -196,8 +197,10 @@ class Trainer:
     def __init__(self, device: torch.device, args: argparse.Namespace, force_dtype: torch.dtype | None = None) -> None:
         """``force_dtype``: autocast to it whatever the device supports (None: the loop's own choice)."""
         torch.manual_seed(SEED)
-        cfg = TrainConfig(device=device.type, amp=args.amp, channels_last=not args.no_channels_last, compile=args.compile)
-        self.runner = Runner(ScratchCNN(ScratchModelConfig(), NUM_CLASSES), cfg, device)
+        cfg = params_config(TrainConfig, "train", device=device.type, amp=args.amp, channels_last=not args.no_channels_last,
+                            compile=args.compile)
+        model = ScratchCNN(params_config(ScratchModelConfig, "model", input_size=224), NUM_CLASSES)  # params.yaml's, at 224 px
+        self.runner = Runner(model, cfg, device)
         if force_dtype is not None:
             self.runner.amp_dtype = None if force_dtype is torch.float32 else force_dtype
         self.optimizer = make_optimizer(cfg, self.runner.model.parameters())

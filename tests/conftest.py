@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -11,7 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inat_cnn.core.config import FinetuneConfig, Section, TrainConfig, from_dict
 from inat_cnn.core.threads import split_cores
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """pytest -n N: the N workers (and every stage they run) split the cores. Set in the controller
@@ -20,8 +27,47 @@ def pytest_configure(config: pytest.Config) -> None:
     if split:  # empty where OMP_NUM_THREADS was set: the user's (or, in a worker, the controller's)
         os.environ.update(split, INAT_CNN_TESTS_SPLIT_CORES="1")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+
+# The recipe the small training tests were tuned on: no warm-up, label smoothing, weight averaging or
+# mixing, and short runs (params.yaml's are the pipeline's, tuned for the full demo run).
+PLAIN_RECIPE = {"epochs": 6, "batch_size": 32, "weight_decay": 1e-4, "warmup_epochs": 0, "label_smoothing": 0.0,
+                "ema_epochs": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "early_stop_patience": 5}
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """A new mapping: ``base`` with ``changes``, nested mappings merged key by key."""
+    return {**copy.deepcopy(base), **{k: merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                                      for k, v in changes.items()}}
+
+
+def params_with(changes: dict) -> dict:
+    """The repository's params with ``changes`` (``{"data": {"source": ...}}``): a params.yaml a stage accepts."""
+    return merged(PARAMS, changes)
+
+
+def config(cls: type, section: str, **changes: object):
+    """``cls`` built from params.yaml's ``section`` (``data.synthetic``: a nested one) with ``changes``.
+
+    The config models have no defaults: params.yaml is where they live, so a test takes them from it."""
+    node = PARAMS
+    for key in section.split("."):
+        node = node[key]
+    return from_dict(cls, {**node, **changes}, section)
+
+
+def train_config(**changes: object) -> TrainConfig:
+    """params.yaml's `train` with the plain recipe (PLAIN_RECIPE) and ``changes``."""
+    return config(TrainConfig, "train", **{**PLAIN_RECIPE, **changes})
+
+
+def finetune_config(**changes: object) -> FinetuneConfig:
+    """params.yaml's `finetune` with the plain recipe (3 epochs) and ``changes``."""
+    return config(FinetuneConfig, "finetune", **{**PLAIN_RECIPE, "epochs": 3, **changes})
+
+
+def replace(cfg: Section, **changes: object):
+    """``cfg`` with ``changes``, checked again (dataclasses.replace for the config models)."""
+    return type(cfg).model_validate({**dict(cfg), **changes})
 
 
 @pytest.fixture(scope="session")

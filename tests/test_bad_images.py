@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
+from conftest import SHARED, config
 from PIL import Image, ImageOps
 from test_data_sources import inat_files, jpeg_bytes, write_tree
 
@@ -147,7 +147,7 @@ def make_source(folder: Path, cases: list[Case]) -> Path:
 
 
 def build(source: Path, out: Path, policy: str) -> dict:
-    return build_raw_dataset(replace(DataConfig(), source=str(source), bad_images=policy), 0, out / "raw", out / "dl")
+    return build_raw_dataset(config(DataConfig, "data", source=str(source), bad_images=policy), 0, out / "raw", out / "dl")
 
 
 def in_raw(raw: Path, rel: str) -> Path:

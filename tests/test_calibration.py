@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +40,11 @@ from inat_cnn.models.checkpoint import (
     temperature_of,
 )
 from inat_cnn.models.scratch import ScratchCNN
+from conftest import config
 from test_train import SMALL_SIZE, prepare
 
 CLASSES = ["a", "b", "c"]
-TINY = ScratchModelConfig(blocks=2, filters=4, dense_units=8, dropout=0.0, input_size=32)
+TINY = config(ScratchModelConfig, "model", blocks=2, filters=4, dense_units=8, dropout=0.0, input_size=32)
 
 
 def _reference_ece(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
@@ -116,7 +116,7 @@ def _checkpoint(path: Path, seed: int = 0) -> ModelSpec:
     model = ScratchCNN(TINY, len(CLASSES))
     with torch.no_grad():  # a spread of logits: an untrained head is near uniform
         model.classifier[-1].weight.mul_(20)
-    spec = ModelSpec(SCRATCH_ARCH, asdict(TINY), CLASSES, Preprocessing(TINY.input_hw, source_size=SMALL_SIZE))
+    spec = ModelSpec(SCRATCH_ARCH, TINY.model_dump(), CLASSES, Preprocessing(TINY.input_hw, source_size=SMALL_SIZE))
     save_checkpoint(path, model.state_dict(), spec, epoch=1, metrics={"val_acc": 0.5})
     return spec
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import config
 
 from inat_cnn.core.config import ScratchModelConfig
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec, save_checkpoint
@@ -15,7 +16,7 @@ from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.data.preprocessing import Preprocessing
 
 INAT_CNN = Path(sys.executable).parent / "inat-cnn"
-MODEL = ScratchModelConfig(blocks=2, filters=4, dense_units=8, input_size=16)
+MODEL = config(ScratchModelConfig, "model", blocks=2, filters=4, dense_units=8, input_size=16)
 
 
 def inat_cnn(*args) -> subprocess.CompletedProcess:
@@ -24,9 +25,7 @@ def inat_cnn(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
-    from dataclasses import asdict
-
-    spec = ModelSpec(SCRATCH_ARCH, asdict(MODEL), ["a", "b"], Preprocessing((16, 16), source_size=16))
+    spec = ModelSpec(SCRATCH_ARCH, MODEL.model_dump(), ["a", "b"], Preprocessing((16, 16), source_size=16))
     save_checkpoint(tmp_path / "m.pt", ScratchCNN(MODEL, 2).state_dict(), spec, epoch=1, metrics={})
     return tmp_path / "m.pt"
 

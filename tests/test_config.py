@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import time
@@ -10,21 +11,56 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, tool_env
+from conftest import PARAMS, REPO, config, merged, tool_env
 from inat_cnn.core.config import (
-    DataConfig, EvaluateConfig, FinetuneConfig, LoggingConfig, ScratchModelConfig, TrainConfig, from_dict,
+    AmpName, DataConfig, DeviceName, EvaluateConfig, FinetuneConfig, LoggingConfig, OptimizerName, PrepareConfig,
+    ReportConfig, ScheduleName, ScratchModelConfig, Section, TrainConfig, from_dict,
 )
 from inat_cnn.core.errors import ConfigError
 
+SECTIONS = {"data": DataConfig, "prepare": PrepareConfig, "model": ScratchModelConfig, "train": TrainConfig,
+            "finetune": FinetuneConfig, "evaluate": EvaluateConfig, "report": ReportConfig, "logging": LoggingConfig}
+
 
 def test_the_shipped_params_are_valid():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    from_dict(DataConfig, params["data"], "data")
-    from_dict(ScratchModelConfig, params["model"], "model")
-    from_dict(TrainConfig, params["train"], "train")
-    from_dict(FinetuneConfig, params["finetune"], "finetune")
-    from_dict(EvaluateConfig, params["evaluate"], "evaluate")
-    from_dict(LoggingConfig, params["logging"], "logging")
+    for section, cls in SECTIONS.items():
+        from_dict(cls, PARAMS[section], section)
+
+
+def _keys(cls: type[Section], node: dict, section: str):
+    """(key, in the model, in params.yaml) for every key of either, nested sections walked."""
+    for name in sorted(set(cls.model_fields) | set(node)):
+        field = cls.model_fields.get(name)
+        sub = field.annotation if field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, Section) else None
+        if sub is not None and isinstance(node.get(name), dict):
+            yield from _keys(sub, node[name], f"{section}.{name}")
+        else:
+            yield f"{section}.{name}", field is not None, name in node
+
+
+def test_params_yaml_and_the_config_models_have_the_same_keys():
+    """params.yaml is the one place defaults live: every model field is a key there and every key a field,
+    and every section but `seed` is a model; nothing else in the library repeats a value of it."""
+    from inat_cnn.data.images import DEFAULT_LIMITS
+
+    assert set(PARAMS) - set(SECTIONS) == {"seed"}
+    drift = [(key, in_model, in_file) for section, cls in SECTIONS.items()
+             for key, in_model, in_file in _keys(cls, PARAMS[section], section) if in_model != in_file]
+    assert drift == []  # (key, a model field, a params.yaml key)
+    data = config(DataConfig, "data")
+    assert (DEFAULT_LIMITS.max_pixels, DEFAULT_LIMITS.max_aspect_ratio) == (data.max_image_pixels, data.max_aspect_ratio)
+
+
+def test_each_set_of_names_is_listed_once_and_its_tables_follow_it():
+    from typing import get_args
+
+    from inat_cnn.core import device
+    from inat_cnn.models.activations import _CLASSES
+    from inat_cnn.training import optim
+
+    assert list(optim.OPTIMIZERS) == list(get_args(OptimizerName)) and list(optim.SCHEDULES) == list(get_args(ScheduleName))
+    assert device.DEVICES == get_args(DeviceName) and device.AMPS == get_args(AmpName)
+    assert tuple(_CLASSES) == get_args(ScratchModelConfig.model_fields["activation"].annotation)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +75,7 @@ def test_the_shipped_params_are_valid():
         (ScratchModelConfig, "model", {"dense_units": -1}, r"model.dense_units = -1"),
         (ScratchModelConfig, "model", {"dropout": 1.0}, r"model.dropout = 1.0 .* \[0, 1\)"),
         (ScratchModelConfig, "model", {"dropout": -0.1}, r"model.dropout = -0.1"),
-        (ScratchModelConfig, "model", {"filter_organisation": "triple"}, r"model.filter_organisation = 'triple' .* 'same' \| 'double' \| 'half'"),
+        (ScratchModelConfig, "model", {"filter_organisation": "triple"}, r"model.filter_organisation = 'triple' .* one of same, double, half"),
         (ScratchModelConfig, "model", {"input_size": [224]}, r"model.input_size = \[224\]"),
         (ScratchModelConfig, "model", {"batch_norm": "yes"}, r"model.batch_norm = 'yes' .* true or false"),
         (ScratchModelConfig, "model", {"blocks": 0}, r"model.blocks = 0"),
@@ -59,25 +95,37 @@ def test_the_shipped_params_are_valid():
         (DataConfig, "data", {"val_fraction": 1.5}, r"data.val_fraction = 1.5 .* \(0, 1\)"),
         (DataConfig, "data", {"sha256": "abc"}, r"data.sha256 = 'abc' .* 64 hex digits"),
         (DataConfig, "data", {"url": "ftp://x/y.zip"}, r"data.url = 'ftp://x/y.zip' .* http"),
-        (DataConfig, "data", {"bad_images": "ignore"}, r"data.bad_images = 'ignore' .* 'skip' \| 'fail'"),
+        (DataConfig, "data", {"bad_images": "ignore"}, r"data.bad_images = 'ignore' .* one of skip, fail"),
         (DataConfig, "data", {"synthetic": {"train_per_class": 1}}, r"data.synthetic.train_per_class = 1"),
         (EvaluateConfig, "evaluate", {"grid_cols": 0}, r"evaluate.grid_cols = 0"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(cls, section, values, message):
     with pytest.raises(ConfigError, match=message):
-        from_dict(cls, values, section)
+        from_dict(cls, merged(PARAMS[section], values), section)
+
+
+@pytest.mark.parametrize("section, key", [("train", "lr"), ("data", "synthetic.min_side"), ("data", "synthetic")])
+def test_a_key_left_out_is_refused_not_defaulted(section, key):
+    values = copy.deepcopy(PARAMS[section])
+    *parents, leaf = key.split(".")
+    node = values
+    for name in parents:
+        node = node[name]
+    del node[leaf]
+    with pytest.raises(ConfigError, match=rf"^params: {section}.{key} is missing.*params.yaml lists them all"):
+        from_dict(SECTIONS[section], values, section)
 
 
 def test_yaml_exponent_without_dot_is_accepted_as_a_number():
-    assert from_dict(TrainConfig, {"lr": "1e-4"}, "train").lr == pytest.approx(1e-4)
+    assert config(TrainConfig, "train", lr="1e-4").lr == pytest.approx(1e-4)
 
 
 def test_impossible_architecture_fails_before_training_with_the_params_named():
     from inat_cnn.models.scratch import ScratchCNN
 
     with pytest.raises(ConfigError, match=r"model.blocks = 9 .* model.input_size"):
-        ScratchCNN(from_dict(ScratchModelConfig, {"blocks": 9, "filters": 4}, "model"), 10)
+        ScratchCNN(config(ScratchModelConfig, "model", blocks=9, filters=4), 10)
 
 
 def test_a_stage_with_a_bad_param_exits_2_at_once_with_one_clear_line(tmp_path: Path):
@@ -97,30 +145,21 @@ def test_a_stage_with_a_bad_param_exits_2_at_once_with_one_clear_line(tmp_path: 
 
 def _every_key():
     """(class, section, key) for every key of every params section, nested ones included."""
-    import dataclasses
-
-    def walk(cls, section):
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
-                yield from ((c, s, k, (f.name,) + path) for c, s, k, path in walk(f.default_factory, f"{section}.{f.name}"))
-            else:
-                yield cls, section, f"{section}.{f.name}", (f.name,)
-
-    for cls, section in ((DataConfig, "data"), (ScratchModelConfig, "model"), (TrainConfig, "train"),
-                         (FinetuneConfig, "finetune"), (EvaluateConfig, "evaluate"), (LoggingConfig, "logging")):
-        for _, _, key, path in walk(cls, section):
-            yield pytest.param(cls, section, key, path, id=key)
+    for section, cls in SECTIONS.items():
+        for key, _, _ in _keys(cls, PARAMS[section], section):
+            yield pytest.param(cls, section, key, id=key)
 
 
-@pytest.mark.parametrize("cls, section, key, path", list(_every_key()))
-def test_every_key_rejects_a_value_of_the_wrong_kind_naming_the_key(cls, section, key, path):
-    values: dict = {}
-    node = values
-    for name in path[:-1]:
+@pytest.mark.parametrize("cls, section, key", list(_every_key()))
+def test_every_key_rejects_a_value_of_the_wrong_kind_naming_the_key(cls, section, key):
+    changes: dict = {}
+    node = changes
+    *parents, leaf = key.split(".")[1:]
+    for name in parents:
         node = node.setdefault(name, {})
-    node[path[-1]] = {"not": "valid"}  # a mapping is the wrong kind for every leaf key
-    with pytest.raises(ConfigError, match=rf"params: {key} = {{'not': 'valid'}} is not allowed; expected "):
-        from_dict(cls, values, section)
+    node[leaf] = {"not": "valid"}  # a mapping is the wrong kind for every leaf key
+    with pytest.raises(ConfigError, match=rf"^params: {key} = {{'not': 'valid'}} is not allowed; expected "):
+        from_dict(cls, merged(PARAMS[section], changes), section)
 
 
 @pytest.mark.parametrize("seed", [-1, "42", 1.5, True])

@@ -10,12 +10,12 @@ import hashlib
 import io
 import runpy
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import config, params_with, replace
 from PIL import Image
 
 from inat_cnn.core.config import DataConfig, SyntheticConfig
@@ -71,7 +71,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def local_cfg(source: Path, **changes) -> DataConfig:
-    return replace(DataConfig(), source=str(source), **changes)
+    return config(DataConfig, "data", source=str(source), **changes)
 
 
 # ---------------------------------------------------------------------------- synthetic
@@ -106,7 +106,7 @@ def test_synthetic_any_number_of_classes(tmp_path: Path) -> None:
 
 
 def test_synthetic_source_through_build_raw_dataset(tmp_path: Path) -> None:
-    report = build_raw_dataset(replace(DataConfig(), synthetic=TINY), 3, tmp_path / "raw", tmp_path / "dl")
+    report = build_raw_dataset(config(DataConfig, "data", synthetic=TINY), 3, tmp_path / "raw", tmp_path / "dl")
     assert report["source"] == "synthetic" and report["sha256"] is None and report["bad_files"] == []
     assert report["classes"] == ["a", "b", "c"]
     assert report["total"] == {"train": 9, "test": 3}
@@ -231,14 +231,14 @@ def test_missing_or_wrong_sources_give_clear_errors(tmp_path: Path) -> None:
 
 def test_stage_scripts_run_and_bad_params_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    params = {"seed": 5, "data": {"synthetic": {"train_per_class": 3, "test_per_class": 1, "min_side": 32, "max_side": 40, "classes": ["x", "y"]}}}
+    params = params_with({"seed": 5, "data": {"synthetic": {"train_per_class": 3, "test_per_class": 1, "min_side": 32, "max_side": 40, "classes": ["x", "y"]}}})
     runpy.run_path(str(REPO / "stages/download.py"))["main"](params)
     runpy.run_path(str(REPO / "stages/stratified_split.py"))["main"](params)
     assert yaml.safe_load(Path("metrics/details/download.json").read_text())["total"] == {"train": 6, "test": 2}
     assert yaml.safe_load(Path("metrics/details/split.json").read_text())["total"] == {"train": 4, "val": 2}
     assert Path("data/split/val.csv").read_text().startswith("path,label,class_name\n")
 
-    Path("params.yaml").write_text(yaml.safe_dump({"seed": 5, "data": {"source": "missing/photos"}}))
+    Path("params.yaml").write_text(yaml.safe_dump(params_with({"seed": 5, "data": {"source": "missing/photos"}})))
     with pytest.raises(SystemExit) as exit_info:
         run_stage(runpy.run_path(str(REPO / "stages/download.py"))["main"])
     assert exit_info.value.code == 2

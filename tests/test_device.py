@@ -4,14 +4,13 @@ a real fp16 + GradScaler training step (on the CPU here, forced; on CUDA where t
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from inat_cnn.core.config import ScratchModelConfig, SyntheticConfig, TrainConfig
+from inat_cnn.core.config import ScratchModelConfig, SyntheticConfig
 from inat_cnn.core.errors import ConfigError, FieldError, fields_named
 from inat_cnn.data.batches import BatchLoader
 from inat_cnn.data.prepared import open_prepared
@@ -23,6 +22,7 @@ from inat_cnn.evaluation.metrics import class_logits
 from inat_cnn.training import distributed, loop
 from inat_cnn.core.device import arch_supported, choose_precision, select_device
 from inat_cnn.training.optim import make_optimizer, make_scheduler
+from conftest import config, replace, train_config
 from test_train import FAST_TRAIN, SMALL_MODEL, prepare, train_small
 
 CUDA13_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]  # the pinned torch 2.14.1+cu130 wheel
@@ -167,9 +167,9 @@ def prepared(tmp_path_factory) -> Path:
 
 
 def _runner_and_loader(prepared: Path, device: torch.device, amp: str):
-    cfg = TrainConfig(lr=1e-3, batch_size=4, device="cpu", amp=amp, channels_last=False)
+    cfg = train_config(lr=1e-3, batch_size=4, device="cpu", amp=amp, channels_last=False)
     torch.manual_seed(0)
-    model = ScratchCNN(ScratchModelConfig(blocks=2, filters=4, dense_units=8, input_size=32), 2)
+    model = ScratchCNN(config(ScratchModelConfig, "model", blocks=2, filters=4, dense_units=8, input_size=32), 2)
     runner = loop.Runner(model, cfg, device)
     loader = BatchLoader(open_prepared(prepared, "train"), 4, device, BatchTransform(Preprocessing((32, 32), source_size=40), augment=True),
                          shuffle=True)

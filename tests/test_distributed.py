@@ -21,27 +21,29 @@ from inat_cnn.data.synthetic import generate_synthetic
 WORKER = textwrap.dedent(
     """
     import os, sys
-    from dataclasses import asdict
     from pathlib import Path
 
     import torch
 
     from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
-    from inat_cnn.core.config import ScratchModelConfig, TrainConfig
+    from inat_cnn.core.config import ScratchModelConfig
     from inat_cnn.data.prepared import open_prepared
     from inat_cnn.data.preprocessing import Preprocessing
     from inat_cnn.models.scratch import ScratchCNN
     from inat_cnn.core.device import seed_everything
     from inat_cnn.training.loop import fit
 
+    sys.path.insert(0, TESTS)  # conftest: configs from params.yaml
+    from conftest import config, train_config
+
     prepared, out = Path(sys.argv[1]), Path(sys.argv[2])
-    model_cfg = ScratchModelConfig(blocks=3, filters=8, dense_units=16, input_size=32)
-    cfg = TrainConfig(lr=3e-3, epochs=2, batch_size=4, device="cpu")
+    model_cfg = config(ScratchModelConfig, "model", blocks=3, filters=8, dense_units=16, input_size=32)
+    cfg = train_config(lr=3e-3, epochs=2, batch_size=4, device="cpu")
     seed_everything(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     train, val = open_prepared(prepared, "train"), open_prepared(prepared, "val")
     model = ScratchCNN(model_cfg, len(train.class_names))
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    spec = ModelSpec(SCRATCH_ARCH, asdict(model_cfg), train.class_names, Preprocessing((32, 32), source_size=40))
+    spec = ModelSpec(SCRATCH_ARCH, model_cfg.model_dump(), train.class_names, Preprocessing((32, 32), source_size=40))
     result = fit(model, spec, train, val, cfg, seed=0, checkpoint_path=out / "model.pt")
     rank = int(os.environ["RANK"])
     torch.save({"final": model.state_dict(), "initial": initial, "history": result.history,
@@ -75,7 +77,7 @@ def test_shards_cover_every_training_image_once_per_epoch_with_equal_step_counts
 
 def test_two_gloo_processes_end_with_identical_weights(prepared: Path, tmp_path: Path):
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(WORKER.replace("TESTS", repr(str(Path(__file__).parent)), 1))
     out = tmp_path / "out"
     out.mkdir()
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),

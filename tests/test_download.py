@@ -9,11 +9,12 @@ import stat
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from conftest import config
 
 from inat_cnn.core.config import DataConfig
 from inat_cnn.data.download import fetch, safe_extract_zip
@@ -115,7 +116,7 @@ def leftovers(folder: Path) -> list[str]:
 def test_nature_12k_end_to_end(server: Served, archive: bytes, tmp_path: Path) -> None:
     server.files["/data/nature_12K.zip"] = archive
     digest = hashlib.sha256(archive).hexdigest()
-    cfg = replace(DataConfig(), source="nature_12k", url=server.url("/data/nature_12K.zip"), sha256=digest, retries=1)
+    cfg = config(DataConfig, "data", source="nature_12k", url=server.url("/data/nature_12K.zip"), sha256=digest, retries=1)
     report = build_raw_dataset(cfg, 0, tmp_path / "raw", tmp_path / "downloads")
     assert report["source"] == "nature_12k" and report["url"] == cfg.url and report["sha256"] == digest
     assert report["classes"] == ["Aves", "Fungi", "Insecta"]
@@ -164,7 +165,7 @@ def test_5xx_and_timeouts_are_retried(server: Served, archive: bytes, tmp_path: 
 
 def test_sha256_mismatch_leaves_nothing_behind(server: Served, archive: bytes, tmp_path: Path) -> None:
     server.files["/nature_12K.zip"] = archive
-    cfg = replace(DataConfig(), source="nature_12k", url=server.url("/nature_12K.zip"), sha256="0" * 64)
+    cfg = config(DataConfig, "data", source="nature_12k", url=server.url("/nature_12K.zip"), sha256="0" * 64)
     with pytest.raises(UserError, match=r"data\.sha256 expects 0{64} but the download has [0-9a-f]{64}"):
         build_raw_dataset(cfg, 0, tmp_path / "raw", tmp_path / "downloads")
     assert leftovers(tmp_path / "downloads") == []
@@ -218,7 +219,7 @@ def test_unsafe_zip_entries_are_refused(tmp_path: Path, entry: str, why: str) ->
     assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
     # through the download stage: nothing is left at out_dir either
     with pytest.raises(UserError, match="refusing"):
-        build_raw_dataset(replace(DataConfig(), source=str(path)), 0, tmp_path / "raw", tmp_path / "dl")
+        build_raw_dataset(config(DataConfig, "data", source=str(path)), 0, tmp_path / "raw", tmp_path / "dl")
     assert leftovers(tmp_path) == ["evil.zip"]
 
 
@@ -241,11 +242,11 @@ def test_corrupt_zip_is_a_clear_error_and_atomic(tmp_path: Path, archive: bytes)
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw/old.txt").write_text("a previous dataset")  # kept untouched on failure
     with pytest.raises(UserError, match=r"badcrc\.zip: corrupt or truncated zip archive \(Bad CRC-32"):
-        build_raw_dataset(replace(DataConfig(), source=str(bad_crc)), 0, tmp_path / "raw", tmp_path / "dl")
+        build_raw_dataset(config(DataConfig, "data", source=str(bad_crc)), 0, tmp_path / "raw", tmp_path / "dl")
     assert leftovers(tmp_path / "raw") == ["old.txt"]
     assert leftovers(tmp_path) == ["badcrc.zip", "raw", "truncated.zip"]
     (tmp_path / "raw/old.txt").unlink()
     (tmp_path / "raw").rmdir()
     with pytest.raises(UserError, match="corrupt or truncated"):
-        build_raw_dataset(replace(DataConfig(), source=str(truncated)), 0, tmp_path / "raw", tmp_path / "dl")
+        build_raw_dataset(config(DataConfig, "data", source=str(truncated)), 0, tmp_path / "raw", tmp_path / "dl")
     assert not (tmp_path / "raw").exists()

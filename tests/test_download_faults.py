@@ -7,10 +7,10 @@ import errno
 import hashlib
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import config
 
 import inat_cnn.data.download as download
 from inat_cnn.core.config import DataConfig
@@ -29,7 +29,7 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def nature_cfg(server: Served, sha256: str | None = None) -> DataConfig:
-    return replace(DataConfig(), source="nature_12k", url=server.url(URL_PATH), sha256=sha256, retries=2, timeout_s=5.0)
+    return config(DataConfig, "data", source="nature_12k", url=server.url(URL_PATH), sha256=sha256, retries=2, timeout_s=5.0)
 
 
 def build(cfg: DataConfig, tmp_path: Path) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from inat_cnn.evaluation.predict import load_square, predict_images
 from inat_cnn.models.build import load_model
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec, save_checkpoint, set_temperature
 from inat_cnn.models.scratch import ScratchCNN
+from conftest import config, replace
 from test_predict import _lite0_checkpoint
 from test_train import FAST_TRAIN, train_small
 
@@ -42,7 +42,7 @@ def _scratch(tmp_path: Path, classes: list[str]) -> Path:
     """A small scratch CNN trained an epoch on synthetic images named after the flowers5 classes."""
     raw = tmp_path / "raw"
     generate_synthetic(SyntheticConfig(train_per_class=6, test_per_class=1, min_side=48, max_side=64, classes=classes), 3, raw)
-    cfg = ScratchModelConfig(blocks=3, filters=8, dense_units=16, dropout=0.1, input_size=48)
+    cfg = config(ScratchModelConfig, "model", blocks=3, filters=8, dense_units=16, dropout=0.1, input_size=48)
     train_small(tmp_path, raw, cfg, replace(FAST_TRAIN, epochs=1, batch_size=8))
     return tmp_path / "model.pt"
 
@@ -86,9 +86,9 @@ def test_lite0_export_matches_pytorch_on_real_photos(real_photos: Path, tmp_path
 
 
 def test_cli_export_and_its_errors(tmp_path: Path, monkeypatch, capsys):
-    cfg = ScratchModelConfig(blocks=2, filters=4, dense_units=8, input_size=32)
+    cfg = config(ScratchModelConfig, "model", blocks=2, filters=4, dense_units=8, input_size=32)
     ckpt = tmp_path / "model.pt"
-    spec = ModelSpec(SCRATCH_ARCH, asdict(cfg), ["x", "y"], Preprocessing(cfg.input_hw, source_size=64))
+    spec = ModelSpec(SCRATCH_ARCH, cfg.model_dump(), ["x", "y"], Preprocessing(cfg.input_hw, source_size=64))
     save_checkpoint(ckpt, ScratchCNN(cfg, 2).state_dict(), spec, epoch=0, metrics={})
     main(["export", str(ckpt), "--format", "onnx", "--output", str(tmp_path / "out" / "m.onnx")])
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'out' / 'm.onnx'}"

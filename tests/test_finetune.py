@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import config, finetune_config, train_config
 from test_train import prepare, train_small
 from torch import nn
 
@@ -19,7 +20,6 @@ from inat_cnn.core.config import (
     FinetuneConfig,
     ScratchModelConfig,
     SyntheticConfig,
-    TrainConfig,
 )
 from inat_cnn.data.images import decode_rgb, list_class_dirs, list_images
 from inat_cnn.data.prepared import open_prepared
@@ -83,7 +83,7 @@ def lite0_run(tmp_path_factory) -> Lite0Run:
     classes = ["circles", "squares", "stripes"]
     generate_synthetic(SyntheticConfig(train_per_class=8, test_per_class=1, min_side=64, max_side=112, classes=classes), SEED, raw)
     _, names = prepare(root, raw, SEED, SIZE)
-    cfg = FinetuneConfig(epochs=1, batch_size=8, lr=1e-2, strategy="freeze_first_k", trainable_blocks=1, **CPU)
+    cfg = finetune_config(epochs=1, batch_size=8, lr=1e-2, strategy="freeze_first_k", trainable_blocks=1, **CPU)
     pm, spec = build_finetune(cfg, names)
     before = {name: _state(block) for name, block in pm.blocks}
     start = time.perf_counter()
@@ -139,7 +139,7 @@ TRAIN_PER_CLASS = 30  # of flowers5's 100; the split holds out 25 % of them for 
 BUDGET = {"epochs": 2, "batch_size": 16}
 # test_train's flowers5 CNN: at 64 px it learns more in 2 epochs than the params.yaml CNN at 224 px
 # (test accuracy 0.38 vs 0.20 = chance, measured) and costs ~2 s instead of ~25 s: the stronger baseline.
-SCRATCH_64 = ScratchModelConfig(blocks=4, filters=16, filter_organisation="double", dense_units=64, input_size=64)
+SCRATCH_64 = config(ScratchModelConfig, "model", blocks=4, filters=16, filter_organisation="double", dense_units=64, input_size=64)
 
 
 def _reduced_copy(src: Path, dst: Path, train_per_class: int) -> Path:
@@ -168,16 +168,16 @@ def test_flowers5_finetune_beats_scratch_on_the_same_budget(tmp_path: Path, real
     val/: 5 x 40 photos); chance is 0.2."""
     src = _reduced_copy(real_photos / "flowers5", tmp_path / "flowers5_small", TRAIN_PER_CLASS)
     raw = tmp_path / "raw"
-    build_raw_dataset(DataConfig(source=str(src)), SEED, raw, tmp_path / "dl")
+    build_raw_dataset(config(DataConfig, "data", source=str(src)), SEED, raw, tmp_path / "dl")
 
     start = time.perf_counter()
-    train_small(tmp_path / "scratch", raw, SCRATCH_64, TrainConfig(lr=1e-3, **BUDGET, **CPU), seed=SEED)
+    train_small(tmp_path / "scratch", raw, SCRATCH_64, train_config(lr=1e-3, **BUDGET, **CPU), seed=SEED)
     scratch = _test_accuracy(tmp_path / "scratch" / "model.pt", tmp_path / "scratch" / "prepared")
     scratch_s = time.perf_counter() - start
 
     start = time.perf_counter()
     _, names = prepare(tmp_path / "finetune", raw, SEED, SIZE)
-    cfg = FinetuneConfig(lr=1e-3, strategy="freeze_first_k", trainable_blocks=2, **BUDGET, **CPU)
+    cfg = finetune_config(lr=1e-3, strategy="freeze_first_k", trainable_blocks=2, **BUDGET, **CPU)
     pm, spec = build_finetune(cfg, names)
     run_finetune(pm, spec, cfg, tmp_path / "finetune", raw)
     finetune = _test_accuracy(tmp_path / "finetune" / "model.pt", tmp_path / "finetune" / "prepared")

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import pytest
 import yaml
-from conftest import REPO, copy_project, run, set_params, tool_env
+from conftest import PARAMS, REPO, copy_project, params_with, run, set_params, tool_env
 from PIL import Image
 from test_data_sources import inat_files, jpeg_bytes, local_cfg, write_tree
 
@@ -120,7 +120,7 @@ def repo_layout(root: Path, hostile_files: dict[str, bytes] | None = None) -> Pa
     for name, data in (hostile_files or {}).items():
         (raw / "test" / "Aves" / name).write_bytes(data)
     write_split(stratified_split(raw / "train", 0.25, 0, raw / "test"), root / "data" / "split")
-    (root / "params.yaml").write_text(yaml.safe_dump({"prepare": {"side": 64, "workers": 2}, "data": {}}))
+    (root / "params.yaml").write_text(yaml.safe_dump(params_with({"prepare": {"side": 64, "workers": 2}})))
     return root
 
 
@@ -162,7 +162,7 @@ def test_download_reports_an_oversized_image_like_any_bad_file(hostile, policy: 
         assert re.match(reason, reasons[f"train/Aves/{name}"])
     assert report["total"] == {"train": 6, "test": 4}
     # the limits are params: raised, the long image is kept
-    report = build_raw_dataset(replace(cfg, max_aspect_ratio=25.0), 0, tmp_path / "raw", tmp_path / "dl")
+    report = build_raw_dataset(cfg.model_copy(update={"max_aspect_ratio": 25.0}), 0, tmp_path / "raw", tmp_path / "dl")
     assert "train/Aves/long.png" not in {bad["path"] for bad in report["bad_files"]} and report["total"]["train"] == 7
 
 
@@ -178,7 +178,7 @@ def test_prepare_refuses_an_oversized_image_naming_it(hostile, name: str, tmp_pa
 
 def test_predict_refuses_an_oversized_image_and_a_name_that_is_not_utf8(hostile, tmp_path: Path):
     preprocessing = Preprocessing((32, 32), source_size=48)
-    spec = ModelSpec(SCRATCH_ARCH, {"blocks": 2, "filters": 4, "dense_units": 8, "input_size": 32}, list(CLASSES), preprocessing)
+    spec = ModelSpec(SCRATCH_ARCH, {**PARAMS["model"], "blocks": 2, "filters": 4, "dense_units": 8, "input_size": 32}, list(CLASSES), preprocessing)
     save_checkpoint(tmp_path / "model.pt", build_model(spec).state_dict(), spec, epoch=0, metrics={})
     good = tmp_path / "good.jpg"
     good.write_bytes(jpeg_bytes(size=(60, 40)))
@@ -343,7 +343,7 @@ def test_a_source_that_is_a_symlink_loop_is_one_clear_error(tmp_path: Path, monk
     with pytest.raises(UserError, match=r"^data\.source = '.*photos': a symbolic link loop \(.*photos\); expected one of"):
         build_raw_dataset(local_cfg(tmp_path / "photos"), 0, tmp_path / "raw", tmp_path / "dl")
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text(yaml.safe_dump({"seed": 0, "data": {"source": "photos"}}))
+    Path("params.yaml").write_text(yaml.safe_dump(params_with({"seed": 0, "data": {"source": "photos"}})))
     with pytest.raises(SystemExit) as exit_info:
         run_stage(runpy.run_path(str(REPO / "stages/download.py"))["main"])
     err = capsys.readouterr().err.strip()
@@ -358,7 +358,7 @@ def test_a_source_with_val_and_test_says_test_became_the_test_set(tmp_path: Path
     files.update({f"nature/test/{name}/t{i}.jpg": jpeg_bytes(50 + i) for name in CLASSES for i in range(3)})
     src = write_tree(tmp_path / "src", files)
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"seed": 0, "data": {"source": str(src)}})
+    runpy.run_path(str(REPO / "stages/download.py"))["main"](params_with({"seed": 0, "data": {"source": str(src)}}))
     printed = capsys.readouterr().out
     report = json.loads(Path("metrics/details/download.json").read_text())
     assert report["test_folder"] == "test" and report["total"] == {"train": 6, "test": 6}
@@ -368,7 +368,7 @@ def test_a_source_with_val_and_test_says_test_became_the_test_set(tmp_path: Path
     assert sorted(p.name for p in list_images("data/raw/test/Aves")) == ["t0.jpg", "t1.jpg", "t2.jpg"]
 
     shutil.rmtree(src / "nature" / "test")  # the iNaturalist layout: val/ is the test set
-    runpy.run_path(str(REPO / "stages/download.py"))["main"]({"seed": 0, "data": {"source": str(src)}})
+    runpy.run_path(str(REPO / "stages/download.py"))["main"](params_with({"seed": 0, "data": {"source": str(src)}}))
     report = json.loads(Path("metrics/details/download.json").read_text())
     assert report["test_folder"] == "val" and report["test_folder_note"].startswith("test set: nature/val (the source's val/ folder")
     assert report["test_folder_note"] in capsys.readouterr().out.splitlines()

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import PLAIN_RECIPE, params_with, train_config
 from test_train import SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
 
-from inat_cnn.core.config import TrainConfig
 from inat_cnn.core.errors import FieldError
 from inat_cnn.training.lr_find import lr_range_test
 
 INAT_CNN = Path(sys.executable).parent / "inat-cnn"
-PARAMS = {
+PARAMS = params_with({
     "seed": 3,
     "model": {"blocks": 4, "filters": 16, "dense_units": 64, "input_size": 64},
-    "train": {"batch_size": 16, "lr": 1.0e-3},
-}
+    "train": {**PLAIN_RECIPE, "batch_size": 16, "lr": 1.0e-3},
+})
 
 
 def test_lr_find_suggests_a_rate_below_the_loss_minimum_and_writes_its_figure(tmp_path: Path, synthetic_raw: Path):
@@ -47,6 +47,6 @@ def test_lr_find_without_the_prepared_data_or_with_bad_flags_is_one_clear_line(t
     out = subprocess.run([str(INAT_CNN), "lr-find", "scratch"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "data/prepared" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     with pytest.raises(FieldError, match="start"):  # checked before anything is built
-        lr_range_test(None, None, None, TrainConfig(), seed=0, start=1.0, end=0.1)
+        lr_range_test(None, None, None, train_config(), seed=0, start=1.0, end=0.1)
     with pytest.raises(FieldError, match="steps"):
-        lr_range_test(None, None, None, TrainConfig(), seed=0, steps=3)
+        lr_range_test(None, None, None, train_config(), seed=0, steps=3)

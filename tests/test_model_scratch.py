@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from inat_cnn.core.config import ACTIVATIONS, ScratchModelConfig, from_dict
+from conftest import PARAMS, config
+
+from inat_cnn.core.config import ACTIVATIONS, ScratchModelConfig
 from inat_cnn.core.errors import ConfigError
 from inat_cnn.models.activations import ACTIVATION_TYPES, is_activation, make_activation
 from inat_cnn.models.scratch import ScratchCNN
@@ -30,7 +32,8 @@ from inat_cnn.models.size import (
 
 
 def model_cfg(**params: Any) -> ScratchModelConfig:
-    return from_dict(ScratchModelConfig, params, "model")
+    """params.yaml's model at 224 px (the sizes below are worked out for it) with ``params``."""
+    return config(ScratchModelConfig, "model", **{"input_size": 224, **params})
 
 
 def n_params(model: nn.Module) -> int:
@@ -183,7 +186,7 @@ def test_activations() -> None:
     with pytest.raises(ConfigError, match=r"model\.activation = 'swish'"):
         model_cfg(activation="swish")
     with pytest.raises(ConfigError, match=r"model\.activation = 'swish'"):
-        ScratchCNN(ScratchModelConfig(activation="swish"), 10)  # not validated: still caught
+        ScratchCNN(ScratchModelConfig.model_construct(**{**PARAMS["model"], "activation": "swish"}), 10)  # not validated: still caught
 
 
 def test_size_report_and_table() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,12 @@ from inat_cnn.core.errors import UserError
 from inat_cnn.models.pretrained.build import build_pretrained
 from inat_cnn.models.pretrained.weights import LITE0
 from inat_cnn.evaluation.predict import predict_images
+from conftest import config, replace
 from test_train import FAST_TRAIN, train_small
 
 CLASSES = ["circles", "squares", "stripes"]
 TEST_PER_CLASS = 3
-TINY_MODEL = ScratchModelConfig(blocks=3, filters=8, dense_units=16, dropout=0.1, input_size=48)
+TINY_MODEL = config(ScratchModelConfig, "model", blocks=3, filters=8, dense_units=16, dropout=0.1, input_size=48)
 INAT_CNN = Path(sys.executable).parent / "inat-cnn"
 
 

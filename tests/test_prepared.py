@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, run
+from conftest import REPO, params_with, run
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -142,7 +142,7 @@ def test_prepare_stage_reports_its_output(prepared: Path, tmp_path: Path, raw: P
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "raw").symlink_to(raw)
     (tmp_path / "data" / "split").symlink_to(prepared.parent / "split")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"prepare": {"side": 32, "workers": 1}, "data": {}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_with({"prepare": {"side": 32, "workers": 1}})))
     run([sys.executable, str(REPO / "stages" / "prepare.py")], tmp_path)
     report = json.loads((tmp_path / "metrics" / "details" / "prepare.json").read_text())
     assert report["counts"] == {"train": 13, "val": 5, "test": 6} and report["side"] == 32

@@ -4,11 +4,11 @@ mixup/cutmix draws and targets, the weight average, flip TTA, and a pruning hook
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import replace, train_config
 from test_train import FAST_TRAIN, SMALL_MODEL, SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
 
 from inat_cnn.core.config import TrainConfig
@@ -36,7 +36,7 @@ def _lrs(cfg: TrainConfig, steps_per_epoch: int, groups: list[dict]) -> list[lis
 
 
 def test_warm_up_then_cosine_per_step_and_a_group_that_starts_later():
-    cfg = TrainConfig(lr=0.1, epochs=4, warmup_epochs=1, optimizer="sgd")
+    cfg = train_config(lr=0.1, epochs=4, warmup_epochs=1, optimizer="sgd")
     head, backbone = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     lrs = _lrs(cfg, 5, [{"params": [head], "lr": 0.1}, {"params": [backbone], "lr": 0.01, "start_epoch": 2}])
     head_lrs, backbone_lrs = [r[0] for r in lrs], [r[1] for r in lrs]
@@ -99,7 +99,7 @@ def _fit(root: Path, raw: Path, cfg: TrainConfig, **kwargs):
     prepared, names = prepare(root, raw)
     seed_everything(0)
     model = ScratchCNN(SMALL_MODEL, len(names))
-    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw, source_size=SMALL_SIZE))
+    spec = ModelSpec(SCRATCH_ARCH, SMALL_MODEL.model_dump(), names, Preprocessing(SMALL_MODEL.input_hw, source_size=SMALL_SIZE))
     result = fit(model, spec, open_prepared(prepared, "train"), open_prepared(prepared, "val"), cfg, seed=0,
                  checkpoint_path=root / "model.pt", **kwargs)
     return result, model

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import PARAMS, PLAIN_RECIPE
 from test_train import prepare
 
 from inat_cnn.core.config import ScratchModelConfig, SyntheticConfig, TrainConfig
@@ -36,7 +37,8 @@ def test_a_third_model_is_one_registry_entry_and_trains_through_the_training_sta
     generate_synthetic(SyntheticConfig(train_per_class=8, test_per_class=2, min_side=40, max_side=56,
                                        classes=["a", "b"]), 3, raw)
     prepare(tmp_path / "data", raw, size=40)
-    params = {"seed": 0, "train": {"epochs": 2, "batch_size": 8, "ema_epochs": 0}, "model": TINY, "logging": {}}
+    params = {"seed": 0, "train": {**PARAMS["train"], **PLAIN_RECIPE, "epochs": 2, "batch_size": 8},
+              "model": {**PARAMS["model"], **TINY}, "logging": PARAMS["logging"]}
     monkeypatch.chdir(tmp_path)
     register(Entry("tiny", ("train", "model"), TrainConfig, ScratchModelConfig, build))
     try:

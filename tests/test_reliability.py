@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_project, run, set_params, tool_env
+from conftest import REPO, config, copy_project, run, set_params, tool_env
 
 INAT_CNN = Path(sys.executable).parent / "inat-cnn"
 
@@ -242,16 +242,18 @@ def _out_hashes(node, name: str, path: str) -> list[str]:
 
 NO_WANDB = """
 import os, sys
-from inat_cnn.core.config import FinetuneConfig
+import yaml
+from inat_cnn.core.config import FinetuneConfig, from_dict
 from inat_cnn.models.pretrained.freezing import finetune_model
-finetune_model(FinetuneConfig(weights="none"), ["a", "b"], 224)
+params = yaml.safe_load(open(sys.argv[1]))["finetune"]
+finetune_model(from_dict(FinetuneConfig, {**params, "weights": "none"}, "finetune"), ["a", "b"], 224)
 print("wandb imported" if "wandb" in sys.modules else "no wandb", sorted(os.listdir(os.environ["TMPDIR"])))
 """
 
 
 def test_building_the_finetune_model_imports_no_wandb_and_makes_no_wandb_temps(tmp_path: Path):
     (tmp_path / "tmp").mkdir()
-    proc = subprocess.run([sys.executable, "-c", NO_WANDB], cwd=tmp_path, env={**tool_env(), "TMPDIR": str(tmp_path / "tmp")},
+    proc = subprocess.run([sys.executable, "-c", NO_WANDB, str(REPO / "params.yaml")], cwd=tmp_path, env={**tool_env(), "TMPDIR": str(tmp_path / "tmp")},
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("no wandb"), proc.stdout
@@ -268,15 +270,13 @@ def test_wandb_still_imports_after_the_model_is_built():
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
-    from dataclasses import asdict
-
     from inat_cnn.core.config import ScratchModelConfig
     from inat_cnn.data.preprocessing import Preprocessing
     from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec, save_checkpoint
     from inat_cnn.models.scratch import ScratchCNN
 
-    model = ScratchModelConfig(blocks=2, filters=4, dense_units=8, input_size=16)
-    spec = ModelSpec(SCRATCH_ARCH, asdict(model), ["a", "b"], Preprocessing((16, 16), source_size=16))
+    model = config(ScratchModelConfig, "model", blocks=2, filters=4, dense_units=8, input_size=16)
+    spec = ModelSpec(SCRATCH_ARCH, model.model_dump(), ["a", "b"], Preprocessing((16, 16), source_size=16))
     save_checkpoint(tmp_path / "m.pt", ScratchCNN(model, 2).state_dict(), spec, epoch=1, metrics={})
     return tmp_path / "m.pt"
 

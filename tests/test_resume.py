@@ -6,12 +6,11 @@ import json
 import os
 import signal
 import subprocess
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_PARAMS, copy_project, run, set_params, tool_env
+from conftest import TINY_PARAMS, copy_project, replace, run, set_params, tool_env
 from test_train import FAST_TRAIN, SMALL_MODEL, SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
 
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
@@ -32,7 +31,7 @@ def _train(root: Path, raw: Path, cfg, *, resume: Path, stop_after: int | None =
     prepared, names = prepare(root, raw)
     seed_everything(0)
     model = ScratchCNN(SMALL_MODEL, len(names))
-    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw, source_size=SMALL_SIZE))
+    spec = ModelSpec(SCRATCH_ARCH, SMALL_MODEL.model_dump(), names, Preprocessing(SMALL_MODEL.input_hw, source_size=SMALL_SIZE))
 
     def log(row):  # called before that epoch's state is saved
         if stop_after is not None and row["epoch"] > stop_after:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import config, replace, train_config
 from PIL import Image
 
 from inat_cnn.models.build import load_model
@@ -15,7 +15,6 @@ from inat_cnn.core.config import (
     EvaluateConfig,
     ScratchModelConfig,
     SyntheticConfig,
-    TrainConfig,
 )
 from inat_cnn.data.prepared import prepare_dataset, read_meta
 from inat_cnn.data.preprocessing import BatchTransform, Preprocessing
@@ -27,8 +26,8 @@ from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.core.device import seed_everything
 from inat_cnn.training.loop import train_on_split
 
-SMALL_MODEL = ScratchModelConfig(blocks=4, filters=16, dense_units=64, dropout=0.1, input_size=64)
-FAST_TRAIN = TrainConfig(lr=3e-3, epochs=12, batch_size=16, early_stop_patience=12)
+SMALL_MODEL = config(ScratchModelConfig, "model", blocks=4, filters=16, dense_units=64, dropout=0.1, input_size=64)
+FAST_TRAIN = train_config(lr=3e-3, epochs=12, batch_size=16, early_stop_patience=12)
 SMALL_SIZE = 80  # prepare.side for the 64 px models
 
 
@@ -45,7 +44,7 @@ def train_small(root: Path, raw: Path, model_cfg=SMALL_MODEL, train_cfg=FAST_TRA
     prepared, names = prepare(root, raw, seed)
     seed_everything(seed)
     model = ScratchCNN(model_cfg, len(names))
-    spec = ModelSpec(SCRATCH_ARCH, asdict(model_cfg), names, Preprocessing(model_cfg.input_hw, source_size=SMALL_SIZE))
+    spec = ModelSpec(SCRATCH_ARCH, model_cfg.model_dump(), names, Preprocessing(model_cfg.input_hw, source_size=SMALL_SIZE))
     result = train_on_split(
         model, spec, train_cfg, seed=seed, prepared_dir=prepared,
         checkpoint_path=root / "model.pt", live_dir=root / "live",
@@ -81,7 +80,7 @@ def test_checkpoint_round_trip_and_evaluation_figures(tmp_path: Path, synthetic_
 
     plots = tmp_path / "plots"
     metrics = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared",
-                                  EvaluateConfig(guided_backprop_neurons=4), plots_dir=plots, live_dir=tmp_path / "ev")
+                                  config(EvaluateConfig, "evaluate", guided_backprop_neurons=4), plots_dir=plots, live_dir=tmp_path / "ev")
     assert metrics["num_images"] == 24 and set(metrics["per_class"]) == {"a", "b", "c", "d"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert metrics["calibration"]["temperature"] == 1.0  # trained by the library alone: no temperature fitted
@@ -97,7 +96,7 @@ def test_checkpoint_round_trip_and_evaluation_figures(tmp_path: Path, synthetic_
 
 
 def test_a_checkpoint_of_another_architecture_is_a_clear_error(tmp_path: Path):
-    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), ["a", "b"], Preprocessing((48, 48)))
+    spec = ModelSpec(SCRATCH_ARCH, SMALL_MODEL.model_dump(), ["a", "b"], Preprocessing((48, 48)))
     other = ScratchCNN(replace(SMALL_MODEL, filters=8), 2)
     save_checkpoint(tmp_path / "m.pt", other.state_dict(), spec, epoch=1, metrics={})
     with pytest.raises(UserError, match=r"m.pt: weights do not fit this architecture: features.0.conv.weight"):
@@ -126,10 +125,10 @@ def test_flowers5_short_training_beats_chance_on_its_test_folder(tmp_path: Path,
     from inat_cnn.data.raw import build_raw_dataset
 
     raw = tmp_path / "raw"
-    build_raw_dataset(DataConfig(source=str(real_photos / "flowers5")), 0, raw, tmp_path / "dl")
-    model_cfg = ScratchModelConfig(blocks=4, filters=16, filter_organisation="double", dense_units=64, input_size=64)
+    build_raw_dataset(config(DataConfig, "data", source=str(real_photos / "flowers5")), 0, raw, tmp_path / "dl")
+    model_cfg = config(ScratchModelConfig, "model", blocks=4, filters=16, filter_organisation="double", dense_units=64, input_size=64)
     result, _ = train_small(tmp_path, raw, model_cfg, replace(FAST_TRAIN, epochs=6, lr=2e-3, batch_size=32))
-    metrics = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared", EvaluateConfig(guided_backprop_neurons=2),
+    metrics = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared", config(EvaluateConfig, "evaluate", guided_backprop_neurons=2),
                                   plots_dir=tmp_path / "plots", live_dir=tmp_path / "ev")
     print(f"flowers5 scratch: val {result.best_val_acc:.3f} test {metrics['accuracy']:.3f}")
     assert metrics["accuracy"] > 0.3, metrics["accuracy"]
@@ -145,11 +144,11 @@ def test_wandb_mirror_logs_offline_without_network(tmp_path: Path, synthetic_raw
     (tmp_path / "wandb_home").mkdir()
     prepared, names = prepare(tmp_path, synthetic_raw)
     model = ScratchCNN(SMALL_MODEL, len(names))
-    spec = ModelSpec(SCRATCH_ARCH, asdict(SMALL_MODEL), names, Preprocessing(SMALL_MODEL.input_hw, source_size=SMALL_SIZE))
+    spec = ModelSpec(SCRATCH_ARCH, SMALL_MODEL.model_dump(), names, Preprocessing(SMALL_MODEL.input_hw, source_size=SMALL_SIZE))
     train_on_split(
         model, spec, replace(FAST_TRAIN, epochs=2), seed=0, prepared_dir=prepared,
         checkpoint_path=tmp_path / "m.pt", live_dir=tmp_path / "live",
-        logging=LoggingConfig(wandb=True), run_config={"train": {"lr": FAST_TRAIN.lr}},
+        logging=config(LoggingConfig, "logging", wandb=True), run_config={"train": {"lr": FAST_TRAIN.lr}},
     )
     runs = list((tmp_path / "wandb_home" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, list((tmp_path / "wandb_home").rglob("*"))[:20]

@@ -1,160 +1,184 @@
-"""Typed configuration: one frozen dataclass per params.yaml section.
+"""Typed configuration: one frozen pydantic model per params.yaml section, with no defaults.
 
-The library never reads params.yaml; stage scripts do, and turn each section into one of
-these objects with :func:`from_dict`, which checks every key before any work starts:
-unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the
-key (``train.lr``), the value and what is allowed.
+params.yaml is the one place defaults live: every key must be given (a key or section left out is
+refused, never trained on values of the code's own), and tests/test_config.py fails on any drift
+between these fields and the file's keys. The library never reads params.yaml; stage scripts do, and
+turn each section into one of these objects with :func:`from_dict`, which checks every key before any
+work starts: pydantic's first error becomes one :class:`ConfigError` line naming the key
+(``train.lr``), the value and what is allowed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
 NATURE_12K_URL = "https://storage.googleapis.com/wandb_datasets/nature_12K.zip"
 
-ACTIVATIONS = ("relu", "gelu", "silu", "mish", "leaky_relu", "elu", "tanh", "selu", "sigmoid")
-OPTIMIZERS = ("adam", "adamw", "sgd")
+# The one list of each set of names: core/device.py, training/optim.py and models/activations.py read them.
+Activation = Literal["relu", "gelu", "silu", "mish", "leaky_relu", "elu", "tanh", "selu", "sigmoid"]
+OptimizerName = Literal["adam", "adamw", "sgd"]
+ScheduleName = Literal["cosine", "none"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+AmpName = Literal["auto", "bf16", "fp16", "none"]
+ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
 
 
-def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise ConfigError(f"params: {key} = {value!r} is not allowed; expected {allowed}")
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    """Return ``value`` checked against annotation ``tp``; raise ConfigError naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _convert(option, value, key)
-            except ConfigError:
-                continue
-        _fail(key, value, _type_name(tp))
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        _fail(key, value, "one of " + _type_name(tp))
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            _fail(key, value, _type_name(tp))
-        return tuple(_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
-    if tp is type(None):
-        if value is None:
-            return None
-        _fail(key, value, "null")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        _fail(key, value, "true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        _fail(key, value, "an integer")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads "1e-3" (no dot) as a string: a float field takes it as the number."""
+    if isinstance(value, str):
+        try:
             return float(value)
-        # YAML 1.1 reads "1e-3" (no dot) as a string: accept it.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        _fail(key, value, "a number")
-    if tp is str:
-        if isinstance(value, str) and value:
-            return value
-        _fail(key, value, "a non-empty string")
-    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module
+        except ValueError:
+            pass
+    return value
 
 
-T = typing.TypeVar("T")
+def _between(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Any:
+    return Field(**{"gt" if lo_open else "ge": lo, "lt" if hi_open else "le": hi})
+
+
+Num = Annotated[float, BeforeValidator(_yaml_number)]
+Text = Annotated[str, Field(min_length=1)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNeg = Annotated[Num, Field(ge=0)]
+Share = Annotated[Num, _between(0, 1, hi_open=True)]  # [0, 1)
+
+
+def _bad(field: str, value: Any, allowed: str) -> typing.NoReturn:
+    """Refuse ``field`` of the model being checked (a check across fields); from_dict names the key."""
+    raise PydanticCustomError("not_allowed", "{allowed}", {"field": field, "value": value, "allowed": allowed})
+
+
+class Section(BaseModel):
+    """A params section: unknown keys refused, immutable, no type coercion (YAML lists become tuples)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_as_tuples(cls, data: Any) -> Any:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()} if isinstance(data, dict) else data
+
+
+T = typing.TypeVar("T", bound=Section)
 
 
 def from_dict(cls: type[T], data: Any, section: str) -> T:
-    """Build dataclass ``cls`` from the params mapping ``data`` of section ``section``.
+    """Build ``cls`` from the params mapping ``data`` of section ``section``; ConfigError names a bad key.
 
-    A section left out or null (``params.get`` gives None for both) is refused, never read as "all
-    defaults": the code's defaults are not the shipped params.yaml's (6 epochs, no warm-up ...), and a
-    run on them would look like a run on the file's values. A key left out of a present section
-    takes its default.
+    A section left out or null (``params.get`` gives None for both) is refused, and so is a key left
+    out of a present section: the code has no defaults to fall back on (params.yaml lists them all).
     """
     if data is None:
-        raise ConfigError(
-            f"params: {section} is missing or null; give it its keys (the repository's params.yaml lists them all)"
-        )
-    if not isinstance(data, dict):
-        _fail(section, data, "a mapping of keys to values")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"params: unknown key {section}.{unknown[0]}; the keys of {section} are: {', '.join(names)}"
-        )
-    kwargs = {name: _convert(hints[name], data[name], f"{section}.{name}") for name in names if name in data}
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        validate(section)
-    return obj
+        raise ConfigError(_missing(section))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")  # unknown keys first
+        raise ConfigError(_one_line(cls, data, section, first)) from None
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        _fail(key, value, allowed)
+_LISTED = "(the repository's params.yaml lists them all)"
+
+
+def _missing(key: str) -> str:
+    return f"params: {key} is missing or null; give it its keys {_LISTED}"
+
+
+def _one_line(cls: type[Section], data: Any, section: str, error: dict[str, Any]) -> str:
+    """pydantic's ``error`` as ``params: <key> = <value> is not allowed; expected <what is>``."""
+    loc, kind = error["loc"], error["type"]
+    if kind == "not_allowed":
+        loc = (*loc, error["ctx"]["field"])
+    if not loc:
+        return f"params: {section} = {data!r} is not allowed; expected a mapping of keys to values"
+    key, parent, model, info, value = section, cls, cls, None, data
+    for name in loc:  # down the nested sections; a list item or a union member names its whole field
+        if model is None or not isinstance(name, str):
+            break
+        key, parent, info = f"{key}.{name}", model, model.model_fields.get(name)
+        value = value.get(name) if isinstance(value, dict) else None
+        model = info.annotation if info is not None and _is_section(info.annotation) else None
+    if kind == "extra_forbidden":
+        owner = key.rsplit(".", 1)[0]
+        return f"params: unknown key {key}; the keys of {owner} are: {', '.join(parent.model_fields)}"
+    if kind == "not_allowed":
+        return f"params: {key} = {error['ctx']['value']!r} is not allowed; expected {error['ctx']['allowed']}"
+    if model is not None and value is None:
+        return _missing(key)
+    if kind == "missing":
+        return f"params: {key} is missing; give every key of {key.rsplit('.', 1)[0]} {_LISTED}"
+    if info.annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+    return f"params: {key} = {value!r} is not allowed; expected {_allowed(info)}"
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Section)
+
+
+_KINDS = {int: "an integer", float: "a number", str: "a non-empty string", bool: "true or false", type(None): "null"}
+
+
+def _kind(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _kind(args[0])
+    if origin is Literal:
+        return "one of " + ", ".join(args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_kind(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_kind(args[0]).split(' ', 1)[1]}s"
+    return "a mapping" if _is_section(tp) else _KINDS.get(tp, str(tp))
+
+
+def _allowed(info: FieldInfo) -> str:
+    """What field ``info`` accepts, in words: its description, else its type and bounds."""
+    if info.description:
+        return info.description
+    b = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt") if getattr(m, k, None) is not None}
+    kind = _kind(info.annotation)
+    lo = ("[", b["ge"]) if "ge" in b else ("(", b["gt"]) if "gt" in b else None
+    hi = ("]", b["le"]) if "le" in b else (")", b["lt"]) if "lt" in b else None
+    if lo and hi:
+        return f"{kind} in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+    return f"{kind} {'>=' if lo[0] == '[' else '>'} {lo[1]:g}" if lo else kind
 
 
 # --------------------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """The offline default dataset: seeded, real JPEG files, 10 visibly different classes."""
+class SyntheticConfig(Section):
+    """The offline default dataset: seeded, real JPEG files, visibly different classes."""
 
-    train_per_class: int = 40
-    test_per_class: int = 10
-    min_side: int = 160
-    max_side: int = 320
-    classes: list[str] = (
-        "Amphibia", "Animalia", "Arachnida", "Aves", "Fungi",
-        "Insecta", "Mammalia", "Mollusca", "Plantae", "Reptilia",
-    )  # fmt: skip
+    train_per_class: Annotated[int, Field(ge=2)]
+    test_per_class: PosInt
+    min_side: Annotated[int, Field(ge=32)]
+    max_side: int
+    classes: tuple[Text, ...]
 
-    def validate(self, s: str) -> None:
-        _check(self.train_per_class >= 2, f"{s}.train_per_class", self.train_per_class, "an integer >= 2")
-        _check(self.test_per_class >= 1, f"{s}.test_per_class", self.test_per_class, "an integer >= 1")
-        _check(self.min_side >= 32, f"{s}.min_side", self.min_side, "an integer >= 32")
-        _check(self.max_side >= self.min_side, f"{s}.max_side", self.max_side, f"an integer >= min_side ({self.min_side})")
-        _check(len(self.classes) >= 2, f"{s}.classes", self.classes, "a list of at least 2 class names")
-        _check(len(set(self.classes)) == len(self.classes), f"{s}.classes", self.classes, "distinct names")
+    @model_validator(mode="after")
+    def _across(self) -> SyntheticConfig:
+        if self.max_side < self.min_side:
+            _bad("max_side", self.max_side, f"an integer >= min_side ({self.min_side})")
+        if len(self.classes) < 2:
+            _bad("classes", list(self.classes), "a list of at least 2 class names")
+        if len(set(self.classes)) != len(self.classes):
+            _bad("classes", list(self.classes), "distinct names")
+        return self
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """The `data` section: where the images come from, how bad files are handled, the val share.
 
     `download` reads every key but `val_fraction`; `stratified_split` reads only `val_fraction`;
@@ -165,80 +189,59 @@ class DataConfig:
     decompression-bomb warning; beyond 10:1 the centre square the models see is a sliver of the photo.
     """
 
-    source: str = "synthetic"  # synthetic | nature_12k | a path to a directory or a .zip
-    url: str = NATURE_12K_URL
-    sha256: str | None = None
-    bad_images: Literal["skip", "fail"] = "skip"
-    retries: int = 5
-    timeout_s: float = 60.0
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    val_fraction: float = 0.2
-    max_image_pixels: int = 50_000_000
-    max_aspect_ratio: float = 10.0
-
-    def validate(self, s: str) -> None:
-        _check(0.0 < self.val_fraction < 1.0, f"{s}.val_fraction", self.val_fraction, "a number in (0, 1)")
-        if self.sha256 is not None:
-            ok = len(self.sha256) == 64 and all(c in "0123456789abcdef" for c in self.sha256.lower())
-            _check(ok, f"{s}.sha256", self.sha256, "null or 64 hex digits")
-        _check(self.url.startswith(("http://", "https://")), f"{s}.url", self.url, "an http:// or https:// URL")
-        _check(self.retries >= 0, f"{s}.retries", self.retries, "an integer >= 0")
-        _check(self.timeout_s > 0, f"{s}.timeout_s", self.timeout_s, "a number > 0")
-        _check(self.max_image_pixels >= 1, f"{s}.max_image_pixels", self.max_image_pixels, "an integer >= 1")
-        _check(self.max_aspect_ratio >= 1.0, f"{s}.max_aspect_ratio", self.max_aspect_ratio, "a number >= 1")
+    source: Text  # synthetic | nature_12k | a path to a directory or a .zip
+    url: Annotated[str, Field(pattern=r"^https?://", description="an http:// or https:// URL")]
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-fA-F]{64}$", description="null or 64 hex digits")]
+    bad_images: Literal["skip", "fail"]
+    retries: NonNegInt
+    timeout_s: Annotated[Num, Field(gt=0)]
+    synthetic: SyntheticConfig
+    val_fraction: Annotated[Num, _between(0, 1, lo_open=True, hi_open=True)]
+    max_image_pixels: PosInt
+    max_aspect_ratio: Annotated[Num, Field(ge=1)]
 
 
 # -------------------------------------------------------------------------- model
 
 
-@dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(Section):
     """The decode-once cache: every image as a ``side`` x ``side`` uint8 square (the centre square, resized).
 
     (Not ``size``: DVC leaves params keys named ``size`` or ``nfiles`` out of its run-cache hash.)"""
 
-    side: int = 256
-    workers: int = 2  # decoding threads
-
-    def validate(self, s: str) -> None:
-        _check(16 <= self.side <= 2048, f"{s}.side", self.side, "an integer in [16, 2048]")
-        _check(self.workers >= 1, f"{s}.workers", self.workers, "an integer >= 1")
+    side: Annotated[int, _between(16, 2048)]
+    workers: PosInt  # decoding threads
 
 
-@dataclass(frozen=True)
-class ScratchModelConfig:
+class ScratchModelConfig(Section):
     """The from-scratch CNN: `blocks` x (conv -> [BN] -> activation -> 2x2 max-pool) -> dense -> output."""
 
-    blocks: int = 5
-    filters: int | list[int] = 32
-    filter_organisation: Literal["same", "double", "half"] = "same"
-    kernel_size: int | list[int] = 3
-    activation: str = "relu"
-    dense_activation: str = "relu"
-    batch_norm: bool = True
-    dropout: float = 0.3
-    dense_units: int = 256
-    input_size: int | list[int] = 224  # an int (square) or [height, width]
+    blocks: PosInt
+    filters: int | tuple[int, ...]
+    filter_organisation: Literal["same", "double", "half"]
+    kernel_size: int | tuple[int, ...]
+    activation: Activation
+    dense_activation: Activation
+    batch_norm: bool
+    dropout: Share
+    dense_units: PosInt
+    input_size: int | tuple[int, ...]  # an int (square) or [height, width]
 
-    def validate(self, s: str) -> None:
-        _check(self.blocks >= 1, f"{s}.blocks", self.blocks, "an integer >= 1")
+    @model_validator(mode="after")
+    def _across(self) -> ScratchModelConfig:
         for name in ("filters", "kernel_size"):
             value = getattr(self, name)
             if isinstance(value, tuple):
-                _check(len(value) == self.blocks, f"{s}.{name}", list(value), f"an integer or a list of {self.blocks} integers (one per block)")
-                _check(all(v >= 1 for v in value), f"{s}.{name}", list(value), "positive integers")
-            else:
-                _check(value >= 1, f"{s}.{name}", value, "a positive integer")
-        for name in ("activation", "dense_activation"):
-            value = getattr(self, name)
-            _check(value in ACTIVATIONS, f"{s}.{name}", value, "one of " + ", ".join(ACTIVATIONS))
-        _check(0.0 <= self.dropout < 1.0, f"{s}.dropout", self.dropout, "a number in [0, 1)")
-        _check(self.dense_units >= 1, f"{s}.dense_units", self.dense_units, "a positive integer")
+                if len(value) != self.blocks:
+                    _bad(name, list(value), f"an integer or a list of {self.blocks} integers (one per block)")
+                if min(value) < 1:
+                    _bad(name, list(value), "positive integers")
+            elif value < 1:
+                _bad(name, value, "a positive integer")
         size = self.input_size
-        if isinstance(size, tuple):
-            _check(len(size) == 2 and min(size) >= 1, f"{s}.input_size", list(size), "a positive integer or [height, width]")
-        else:
-            _check(size >= 1, f"{s}.input_size", size, "a positive integer or [height, width]")
+        if (len(size) != 2 or min(size) < 1) if isinstance(size, tuple) else size < 1:
+            _bad("input_size", list(size) if isinstance(size, tuple) else size, "a positive integer or [height, width]")
+        return self
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -260,102 +263,64 @@ class ScratchModelConfig:
 # ----------------------------------------------------------------------- training
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Section):
     """The one training loop's knobs, shared by train_scratch (`train`) and finetune (`finetune`)."""
 
-    lr: float = 1e-3
-    epochs: int = 6
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: Literal["cosine", "none"] = "cosine"  # stepped every batch, after the warm-up
-    warmup_epochs: int = 0  # the lr rises linearly from lr / steps to lr over this many epochs' steps
-    label_smoothing: float = 0.0
-    augment: bool = True
-    ema_epochs: float = 0.0  # > 0: validate, keep and evaluate an exponential moving average of the weights
+    lr: Annotated[Num, _between(0, 10, lo_open=True, hi_open=True)]
+    epochs: PosInt
+    batch_size: PosInt
+    optimizer: OptimizerName
+    momentum: Share
+    weight_decay: NonNeg
+    schedule: ScheduleName  # stepped every batch, after the warm-up
+    warmup_epochs: NonNegInt  # the lr rises linearly from lr / steps to lr over this many epochs' steps
+    label_smoothing: Share
+    augment: bool
+    ema_epochs: NonNeg  # > 0: validate, keep and evaluate an exponential moving average of the weights
     # whose time constant is this many epochs (0: off)
-    mixup_alpha: float = 0.0  # > 0: mixup with a Beta(alpha, alpha) share per sample (0: off)
-    cutmix_alpha: float = 0.0  # > 0: cutmix with a Beta(alpha, alpha) share per sample (0: off)
-    mix_prob: float = 1.0  # the share of training images mixed when mixup or cutmix is on
-    early_stop_patience: int = 5
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: a CUDA GPU torch supports, else MPS, else the CPU
+    mixup_alpha: NonNeg  # > 0: mixup with a Beta(alpha, alpha) share per sample (0: off)
+    cutmix_alpha: NonNeg  # > 0: cutmix with a Beta(alpha, alpha) share per sample (0: off)
+    mix_prob: Annotated[Num, _between(0, 1)]  # the share of training images mixed when mixup or cutmix is on
+    early_stop_patience: PosInt
+    device: DeviceName  # auto: a CUDA GPU torch supports, else MPS, else the CPU
     # auto: bf16 where the hardware computes it natively (CUDA 8.0+, CPUs with AMX or AVX512-BF16), fp16 with
     # loss scaling on CUDA 7.x, else fp32 (core/device.py); bf16, fp16 and none (fp32) force theirs
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
-    channels_last: bool = True  # every device
-    compile: bool = False  # torch.compile
-    processes: int = 1  # > 1: the stage relaunches itself under torchrun (DistributedDataParallel), one per GPU
-
-    def validate(self, s: str) -> None:
-        _check(0.0 < self.lr < 10.0, f"{s}.lr", self.lr, "a number in (0, 10)")
-        _check(1 <= self.processes <= 1024, f"{s}.processes", self.processes, "an integer >= 1 (1: one process, no torchrun)")
-        _check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
-        _check(self.batch_size >= 1, f"{s}.batch_size", self.batch_size, "an integer >= 1")
-        _check(self.optimizer in OPTIMIZERS, f"{s}.optimizer", self.optimizer, "one of " + ", ".join(OPTIMIZERS))
-        _check(0.0 <= self.momentum < 1.0, f"{s}.momentum", self.momentum, "a number in [0, 1)")
-        _check(self.weight_decay >= 0.0, f"{s}.weight_decay", self.weight_decay, "a number >= 0")
-        _check(0.0 <= self.label_smoothing < 1.0, f"{s}.label_smoothing", self.label_smoothing, "a number in [0, 1)")
-        _check(self.warmup_epochs >= 0, f"{s}.warmup_epochs", self.warmup_epochs, "an integer >= 0")
-        _check(self.ema_epochs >= 0.0, f"{s}.ema_epochs", self.ema_epochs, "a number >= 0 (0: no moving average)")
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            _check(getattr(self, name) >= 0.0, f"{s}.{name}", getattr(self, name), "a number >= 0 (0: off)")
-        _check(0.0 <= self.mix_prob <= 1.0, f"{s}.mix_prob", self.mix_prob, "a number in [0, 1]")
-        _check(self.early_stop_patience >= 1, f"{s}.early_stop_patience", self.early_stop_patience, "an integer >= 1")
+    amp: AmpName
+    channels_last: bool  # every device
+    compile: bool  # torch.compile
+    processes: Annotated[int, _between(1, 1024)]  # > 1: the stage relaunches itself under torchrun (DDP), one per GPU
 
 
-@dataclass(frozen=True)
 class FinetuneConfig(TrainConfig):
     """Fine-tuning a pretrained classifier: the training knobs plus the backbone and freeze strategy."""
 
-    lr: float = 1e-3
-    epochs: int = 3
-    arch: str = "efficientnet_lite0"
-    weights: str = "DEFAULT"  # a torchvision weights enum name, DEFAULT, or a path to a state dict
-    strategy: Literal["freeze_all", "freeze_first_k", "unfreeze_all"] = "freeze_first_k"
-    trainable_blocks: int = 2
-    backbone_lr_factor: float = 1.0  # the backbone's lr = lr * factor (the head's is lr)
-    head_epochs: int = 0  # the first epochs train the head alone; then the strategy's backbone blocks join
-
-    def validate(self, s: str) -> None:
-        super().validate(s)
-        _check(self.trainable_blocks >= 0, f"{s}.trainable_blocks", self.trainable_blocks, "an integer >= 0")
-        _check(0.0 < self.backbone_lr_factor <= 1.0, f"{s}.backbone_lr_factor", self.backbone_lr_factor, "a number in (0, 1]")
-        _check(0 <= self.head_epochs, f"{s}.head_epochs", self.head_epochs, "an integer >= 0")
+    arch: Text
+    weights: Text  # a torchvision weights enum name, DEFAULT, or a path to a state dict
+    strategy: Literal["freeze_all", "freeze_first_k", "unfreeze_all"]
+    trainable_blocks: NonNegInt
+    backbone_lr_factor: Annotated[Num, _between(0, 1, lo_open=True)]  # the backbone's lr = lr * factor (the head's is lr)
+    head_epochs: NonNegInt  # the first epochs train the head alone; then the strategy's backbone blocks join
 
 
-@dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Section):
     """Test-set evaluation and figures (shared by both models)."""
 
-    batch_size: int = 64
-    grid_cols: int = 3
-    guided_backprop_neurons: int = 10
-    sample_index: int = 0  # which test image the feature maps and guided backprop use
-    tta: bool = False  # average the predictions of each image and its mirror image
-
-    def validate(self, s: str) -> None:
-        _check(self.batch_size >= 1, f"{s}.batch_size", self.batch_size, "an integer >= 1")
-        _check(self.grid_cols >= 1, f"{s}.grid_cols", self.grid_cols, "an integer >= 1")
-        _check(self.guided_backprop_neurons >= 1, f"{s}.guided_backprop_neurons", self.guided_backprop_neurons, "an integer >= 1")
-        _check(self.sample_index >= 0, f"{s}.sample_index", self.sample_index, "an integer >= 0")
+    batch_size: PosInt
+    grid_cols: PosInt
+    guided_backprop_neurons: PosInt
+    sample_index: NonNegInt  # which test image the feature maps and guided backprop use
+    tta: bool  # average the predictions of each image and its mirror image
 
 
-@dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Section):
     """The HTML report (reports/index.html)."""
 
-    samples_per_class: int = 3  # training images shown per class in the data section
-
-    def validate(self, s: str) -> None:
-        _check(1 <= self.samples_per_class <= 20, f"{s}.samples_per_class", self.samples_per_class, "an integer in [1, 20]")
+    samples_per_class: Annotated[int, _between(1, 20)]  # training images shown per class in the data section
 
 
-@dataclass(frozen=True)
-class LoggingConfig:
+class LoggingConfig(Section):
     """Experiment tracking beyond DVC: an optional W&B mirror of the per-epoch curves."""
 
-    wandb: bool = False  # mirror runs to Weights & Biases: offline unless WANDB_API_KEY is set
-    wandb_project: str = "inat-cnn"
-    wandb_entity: str | None = None
+    wandb: bool  # mirror runs to Weights & Biases: offline unless WANDB_API_KEY is set
+    wandb_project: Text
+    wandb_entity: Text | None

@@ -15,15 +15,16 @@ import re
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, get_args
 
 import numpy as np
 import torch
 
+from .config import AmpName, DeviceName
 from .errors import FieldError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-AMPS = ("auto", "bf16", "fp16", "none")
+DEVICES: tuple[str, ...] = get_args(DeviceName)  # train.device, listed once in core/config.py
+AMPS: tuple[str, ...] = get_args(AmpName)
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 CPU flags of bf16 arithmetic in hardware
 # The CUDA 12.6 wheels of the pinned torch are the ones still built for Maxwell, Pascal and Volta (5.0 to 7.0);
 # the default CUDA 13 wheels start at Turing (7.5).

@@ -95,7 +95,9 @@ class ImageLimits:
         return None
 
 
-DEFAULT_LIMITS = ImageLimits.of(DataConfig())
+# for calls given no params (predict on a checkpoint alone): params.yaml's data.max_image_pixels and
+# data.max_aspect_ratio, which tests/test_config.py checks these equal
+DEFAULT_LIMITS = ImageLimits(max_pixels=50_000_000, max_aspect_ratio=10.0)
 
 
 def sniff_format(head: bytes) -> str | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..core.config import ACTIVATIONS
+from ..core.config import ACTIVATIONS, Activation
 from ..core.errors import ConfigError
 
 # Not in-place: guided backprop puts backward hooks on these modules, and an in-place
 # activation would overwrite the tensor the hook hands back.
-_CLASSES: dict[str, type[nn.Module]] = {
+_CLASSES: dict[Activation, type[nn.Module]] = {  # the names: core/config.py's Activation
     "relu": nn.ReLU,
     "gelu": nn.GELU,
     "silu": nn.SiLU,

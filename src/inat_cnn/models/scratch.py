@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -86,5 +85,5 @@ def scratch_model(cfg: ScratchModelConfig, class_names: Sequence[str], source_si
     from ..data.preprocessing import Preprocessing
     from .checkpoint import SCRATCH_ARCH, ModelSpec
 
-    spec = ModelSpec(SCRATCH_ARCH, asdict(cfg), list(class_names), Preprocessing(input_size=cfg.input_hw, source_size=source_size))
+    spec = ModelSpec(SCRATCH_ARCH, cfg.model_dump(), list(class_names), Preprocessing(input_size=cfg.input_hw, source_size=source_size))
     return ScratchCNN(cfg, num_classes=len(class_names)), spec

@@ -374,16 +374,16 @@ def train_on_split(
     checkpoint_path: Path,
     live_dir: Path,
     param_groups: list[dict[str, Any]] | None = None,
-    logging: LoggingConfig = LoggingConfig(),
+    logging: LoggingConfig | None = None,
     run_config: dict[str, Any] | None = None,
     resume_path: Path | None = None,
     epoch_hook: EpochHook | None = None,
 ) -> FitResult:
     """Train on the prepared train split, validate on the val split (``prepared_dir``, see data/prepared.py).
 
-    Curves go to dvclive in ``live_dir`` (and to W&B when ``logging.wandb``; ``run_config`` is
-    the params recorded with that run). With ``resume_path``, progress is saved there after every
-    epoch and a killed run started again continues from its last complete epoch.
+    Curves go to dvclive in ``live_dir`` (and to W&B when ``logging.wandb``, none without ``logging``;
+    ``run_config`` is the params recorded with that run). With ``resume_path``, progress is saved there
+    after every epoch and a killed run started again continues from its last complete epoch.
     """
     train_split, val_split = open_prepared_splits(prepared_dir, ("train", "val"), side=spec.preprocessing.source_size)
     if train_split.class_names != list(spec.class_names):

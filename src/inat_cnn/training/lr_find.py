@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -51,9 +51,9 @@ def lr_range_test(model: nn.Module, spec: ModelSpec, train_split: PreparedSplit,
     if steps < 10:
         raise FieldError("steps", steps, "is not allowed; expected an integer >= 10")
     device = select_device(cfg.device)
-    runner = Runner(model, replace(cfg, compile=False), device)
+    runner = Runner(model, cfg.model_copy(update={"compile": False}), device)
     groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    optimizer = make_optimizer(replace(cfg, lr=end), groups)
+    optimizer = make_optimizer(cfg.model_copy(update={"lr": end}), groups)
     top = max(group.get("lr", end) for group in optimizer.param_groups)
     growth = (end / start) ** (1 / (steps - 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: start / top * growth**step)

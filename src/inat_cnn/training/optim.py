@@ -1,7 +1,9 @@
 """Name-keyed factories for the optimizer and the learning-rate schedule.
 
-Each table maps the name a config gives (``adamw``, ``cosine``) to a builder; an unknown name is a
-:class:`~inat_cnn.core.errors.FieldError` naming the field and every known name.
+Each table maps the name a config gives (``adamw``, ``cosine``) to a builder; the names themselves are
+listed once, as core/config.py's ``OptimizerName`` and ``ScheduleName`` (tests/test_config.py checks the
+tables follow them). An unknown name is a :class:`~inat_cnn.core.errors.FieldError` naming the field and
+every known name.
 
 The schedule is stepped after every batch: a linear warm-up over ``warmup_epochs`` epochs, then
 the named decay over the remaining steps. A parameter group with ``start_epoch`` k (fine-tuning's
@@ -16,13 +18,13 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from ..core.config import TrainConfig
+from ..core.config import OptimizerName, ScheduleName, TrainConfig
 from ..core.errors import FieldError
 
 Optimizer = torch.optim.Optimizer
 Scheduler = torch.optim.lr_scheduler.LRScheduler
 
-OPTIMIZERS: dict[str, Callable[[TrainConfig, Iterable[Any]], Optimizer]] = {
+OPTIMIZERS: dict[OptimizerName, Callable[[TrainConfig, Iterable[Any]], Optimizer]] = {
     "adam": lambda cfg, params: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
     "adamw": lambda cfg, params: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
     "sgd": lambda cfg, params: torch.optim.SGD(
@@ -30,7 +32,7 @@ OPTIMIZERS: dict[str, Callable[[TrainConfig, Iterable[Any]], Optimizer]] = {
     ),
 }
 
-SCHEDULES: dict[str, Callable[[float], float]] = {  # progress in [0, 1] after the warm-up -> lr factor
+SCHEDULES: dict[ScheduleName, Callable[[float], float]] = {  # progress in [0, 1] after the warm-up -> lr factor
     "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
     "none": lambda progress: 1.0,
 }

@@ -40,12 +40,12 @@ def _start_wandb(cfg: LoggingConfig, run_name: str, config: dict[str, Any]) -> A
 
 
 @contextmanager
-def epoch_logger(live_dir: Path, cfg: LoggingConfig, run_name: str, config: dict[str, Any]) -> Iterator[EpochLogger]:
-    """Yield a function that records one epoch's row to dvclive (and W&B when enabled)."""
+def epoch_logger(live_dir: Path, cfg: LoggingConfig | None, run_name: str, config: dict[str, Any]) -> Iterator[EpochLogger]:
+    """Yield a function that records one epoch's row to dvclive (and W&B when ``cfg`` enables it)."""
     from dvclive import Live
 
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        run = _start_wandb(cfg, run_name, config) if cfg.wandb else None
+        run = _start_wandb(cfg, run_name, config) if cfg is not None and cfg.wandb else None
 
         def log(row: dict[str, float]) -> None:
             _log_to_live(live, row)
