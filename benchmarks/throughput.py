@@ -46,14 +46,9 @@ from torch import nn
 from inat_cnn.core.config import ScratchModelConfig, TrainConfig
 from inat_cnn.data.batches import BatchLoader
 from inat_cnn.data.prepared import open_prepared, prepare_dataset
-from inat_cnn.data.preprocessing import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BatchTransform,
-    Preprocessing,
-)
+from inat_cnn.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 from inat_cnn.data.split import Row, csv_text
-from inat_cnn.models.scratch import ScratchCNN
+from inat_cnn.models.registry import model_entry
 from inat_cnn.core.errors import UserError, fields_named
 from inat_cnn.core.device import AMPS, DEVICES, choose_precision, select_device
 from inat_cnn.training.loop import Runner
@@ -64,6 +59,7 @@ JPEG_QUALITY = 90
 NUM_CLASSES = 10
 SEED = 0
 CACHE_SIZE = 256  # prepare.side
+CLASS_NAMES = [f"class_{c:02d}" for c in range(NUM_CLASSES)]
 
 
 # ----------------------------------------------------------------------------- images
@@ -160,9 +156,15 @@ def prepare_cache(images: Path, out: Path) -> tuple[Path, dict]:
     return out / "prepared", report
 
 
+def default_cnn():
+    """The default scratch CNN (``ScratchModelConfig()``: 5 blocks, 32 filters, 224 px) and its spec, for
+    ``CACHE_SIZE`` squares, built as the training stage builds it (models/registry.py)."""
+    return model_entry("scratch").build(ScratchModelConfig(), TrainConfig(), CLASS_NAMES, CACHE_SIZE)
+
+
 def project_loader(prepared: Path, batch_size: int, device: torch.device, augment: bool):
-    """inat_cnn's train path: BatchLoader over the memory-mapped cache (+ the on-device BatchTransform)."""
-    transform = BatchTransform(Preprocessing((224, 224), source_size=CACHE_SIZE), augment=True) if augment else None
+    """inat_cnn's train path: BatchLoader over the memory-mapped cache (+ the on-device BatchTransform of the model's spec)."""
+    transform = BatchTransform(default_cnn().spec.preprocessing, augment=True) if augment else None
     loader = BatchLoader(open_prepared(prepared, "train"), batch_size, device, transform, shuffle=True)
     for epoch in itertools.count():
         loader.set_epoch(epoch)
@@ -191,13 +193,13 @@ def sync(device: torch.device) -> None:
 
 
 class Trainer:
-    """The default ScratchCNN, AdamW, cross-entropy, run by inat_cnn's training loop (train.Runner)."""
+    """The default scratch CNN (:func:`default_cnn`), AdamW, cross-entropy, run by inat_cnn's training loop (Runner)."""
 
     def __init__(self, device: torch.device, args: argparse.Namespace, force_dtype: torch.dtype | None = None) -> None:
         """``force_dtype``: autocast to it whatever the device supports (None: the loop's own choice)."""
         torch.manual_seed(SEED)
         cfg = TrainConfig(device=device.type, amp=args.amp, channels_last=not args.no_channels_last, compile=args.compile)
-        self.runner = Runner(ScratchCNN(ScratchModelConfig(), NUM_CLASSES), cfg, device)
+        self.runner = Runner(default_cnn().model, cfg, device)
         if force_dtype is not None:
             self.runner.amp_dtype = None if force_dtype is torch.float32 else force_dtype
         self.optimizer = make_optimizer(cfg, self.runner.model.parameters())
