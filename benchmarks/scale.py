@@ -22,7 +22,7 @@ test, 600-800 px photo-sized JPEGs, ~200 KiB each: the size of the real archive'
      inside the temp workspace, how many of its data files are links, then fails the experiment on
      purpose (exit 3), so that no model is trained at this size and no worker needs killing.
 
-Run:  python benchmarks/scale.py                  (full size: ~10 GB free disk, ~15 min on 2 cores)
+Run:  python benchmarks/scale.py                  (full size: ~10 GB free disk, ~25 min on 2 shared cores)
       python benchmarks/scale.py --per-class 100  (a quick check)
 Commit first: the copies are made from HEAD.
 """
