@@ -78,8 +78,8 @@ def killed_repro(repo: Path, after_s: float, log: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kills", type=int, default=10, help="killed runs, each followed by a recovery (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments (default: %(default)s)")
     parser.add_argument("--within", type=float, help="kill within this many seconds of the start (default: the whole run)")
     parser.add_argument("--work", type=Path, help="a folder for the copies (default: a new temp folder)")
     args = parser.parse_args()

@@ -93,14 +93,14 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(SECTIONS), default="scratch")
+    parser.add_argument("--model", choices=sorted(SECTIONS), default="scratch", help="which model's params (default: %(default)s)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...",
                         help="params overrides, one variant each (default: the committed params alone)")
     parser.add_argument("--seeds", default="42,43,44", help="training seeds, comma-separated (default: %(default)s)")
     parser.add_argument("--data", type=photo_set, default=DEFAULT_DATA,
                         help="real photos in the iNaturalist layout, or a set's name in ../shared/real_photos (hymenoptera) "
                              "(default: %(default)s)")
-    parser.add_argument("--device", default=None, help="overrides the section's device (auto | cpu | cuda)")
+    parser.add_argument("--device", default=None, help="overrides the section's device (auto | cpu | cuda | mps)")
     parser.add_argument("--side", type=int, help="prepare.side of the cached squares (default: params.yaml's)")
     parser.add_argument("--out", type=Path, help="write every run here as JSON")
     args = parser.parse_args()

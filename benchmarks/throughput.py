@@ -239,20 +239,20 @@ def peak_rss_mib() -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=200, help="number of 800x600 JPEGs (over 10 classes)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="the baseline DataLoader's num_workers")
-    p.add_argument("--warmup-batches", type=int, default=2)
-    p.add_argument("--measure-batches", type=int, default=6, help="timed training steps per figure (c, d)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating (c project) / (d) measurements")
-    p.add_argument("--loader-batches", type=int, default=24, help="timed batches per loader-only figure (a, b)")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--images", type=int, default=200, help="number of 800x600 JPEGs (over 10 classes) (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch, every figure (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="the baseline DataLoader's num_workers (default: %(default)s)")
+    p.add_argument("--warmup-batches", type=int, default=2, help="untimed batches before each figure's first measurement (default: %(default)s)")
+    p.add_argument("--measure-batches", type=int, default=6, help="timed training steps per figure (c, d, e) (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating (c project) / (d), and bf16 / fp32 (e), measurements (default: %(default)s)")
+    p.add_argument("--loader-batches", type=int, default=24, help="timed batches per loader-only figure (a, b, b') (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="as train.device: the training stages' select_device (default: %(default)s)")
     p.add_argument("--amp", choices=AMPS, default="auto",
-                   help="precision as train.amp (auto: bf16 where native, fp16 on CUDA 7.x, else fp32)")
+                   help="precision as train.amp (auto: bf16 where native, fp16 on CUDA 7.x, else fp32) (default: %(default)s)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()) / "inat_cnn_throughput",
-                   help="where the JPEGs are generated and cached between runs")
+                   help="where the JPEGs are generated and cached between runs (default: %(default)s)")
     args = p.parse_args(argv)
     if min(args.images, args.batch_size, args.measure_batches, args.loader_batches, args.rounds) < 1 or args.workers < 0 or args.warmup_batches < 0:
         p.error("--images, --batch-size, --measure-batches, --loader-batches must be >= 1; --workers, --warmup-batches >= 0")
