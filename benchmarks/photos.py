@@ -22,12 +22,20 @@ def params_config(cls: type, section: str, **changes: object):
     return from_dict(cls, {**yaml.safe_load(PARAMS_FILE.read_text())[section], **changes}, section)
 
 
+def photo_set(text: str) -> Path:
+    """``--data``: a folder, or the name of a set beside the default one (``hymenoptera``: ../shared/real_photos/hymenoptera)."""
+    path = Path(text)
+    if not path.is_dir() and len(path.parts) == 1 and (DEFAULT_DATA.parent / text).is_dir():
+        return DEFAULT_DATA.parent / text
+    return path
+
+
 def require(data: Path, script: str) -> None:
     """Stop with one line naming ``--data`` where the photos are missing."""
     if not data.is_dir():
         sys.exit(f"{script}: {data} is missing: this benchmark trains on real photos "
                  "(../shared/real_photos/flowers5 beside the checkout); point --data at photos in the iNaturalist "
-                 "layout (<root>/train/<class>/*, <root>/val/<class>/*)")
+                 "layout (<root>/train/<class>/*, <root>/val/<class>/*), or name a set of ../shared/real_photos")
 
 
 def prepare_photos(data: Path, work: Path, *, seed: int, side: int, val_fraction: float = 0.2, workers: int = 2) -> Path:

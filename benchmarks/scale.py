@@ -22,7 +22,7 @@ test, 600-800 px photo-sized JPEGs, ~200 KiB each: the size of the real archive'
      inside the temp workspace, how many of its data files are links, then fails the experiment on
      purpose (exit 3), so that no model is trained at this size and no worker needs killing.
 
-Run:  python benchmarks/scale.py                  (full size: ~10 GB free disk, ~15 min on 2 cores)
+Run:  python benchmarks/scale.py                  (full size: ~10 GB free disk, ~25 min on 2 shared cores)
       python benchmarks/scale.py --per-class 100  (a quick check)
 Commit first: the copies are made from HEAD.
 """
@@ -216,11 +216,11 @@ def table(results: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--per-class", type=int, default=1000, help="training images per class (iNaturalist-12K: ~1,000)")
+    p.add_argument("--per-class", type=int, default=1000, help="training images per class (iNaturalist-12K: ~1,000) (default: %(default)s)")
     p.add_argument("--test-per-class", type=int, help="test images per class (default: per-class / 5)")
-    p.add_argument("--min-side", type=int, default=600, help="synthetic images' shortest allowed side, px")
-    p.add_argument("--max-side", type=int, default=800, help="... and longest (600-800: ~200 KiB JPEGs, as the real photos)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="before, after or both (comma-separated), in that order")
+    p.add_argument("--min-side", type=int, default=600, help="synthetic images' shortest allowed side, px (default: %(default)s)")
+    p.add_argument("--max-side", type=int, default=800, help="... and longest (600-800: ~200 KiB JPEGs, as the real photos) (default: %(default)s)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="before, after or both (comma-separated), in that order (default: %(default)s)")
     p.add_argument("--keep", action="store_true", help="keep the temporary copies (their path is printed)")
     args = p.parse_args(argv)
     variants = [v for v in VARIANTS if v in args.variants.split(",")]

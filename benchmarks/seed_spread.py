@@ -29,11 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
-from photos import DEFAULT_DATA, prepare_photos, require
+from photos import DEFAULT_DATA, photo_set, prepare_photos, require
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {"scratch": ("model", "train"), "finetune": ("finetune",)}
@@ -68,7 +67,7 @@ def build(model: str, params: dict, class_names: list[str], side: int):
 def run(model: str, params: dict, prepared: Path, seed: int, checkpoint: Path) -> dict:
     """One training run; its best val accuracy and that checkpoint's test accuracy."""
     from inat_cnn.data.prepared import open_prepared_splits
-    from inat_cnn.evaluation.metrics import predict_logits
+    from inat_cnn.evaluation.metrics import classification_metrics, predict_logits
     from inat_cnn.core.device import seed_everything, select_device
     from inat_cnn.training.loop import fit
 
@@ -82,7 +81,7 @@ def run(model: str, params: dict, prepared: Path, seed: int, checkpoint: Path) -
     device = select_device(cfg.device)
     with contextlib.redirect_stderr(io.StringIO()):
         logits, labels = predict_logits(net, test, spec.preprocessing, batch_size=64, device=device)
-    return {"seed": seed, "val_acc": result.best_val_acc, "test_acc": float(np.mean(logits.argmax(1) == labels)),
+    return {"seed": seed, "val_acc": result.best_val_acc, "test_acc": classification_metrics(labels, logits.argmax(1), test.class_names)["accuracy"],
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "seconds": round(seconds, 1),
             "device": str(device), "precision": result.precision.name}
 
@@ -94,12 +93,14 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=sorted(SECTIONS), default="scratch")
+    parser.add_argument("--model", choices=sorted(SECTIONS), default="scratch", help="which model's params (default: %(default)s)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...",
                         help="params overrides, one variant each (default: the committed params alone)")
     parser.add_argument("--seeds", default="42,43,44", help="training seeds, comma-separated (default: %(default)s)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real photos in the iNaturalist layout (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="overrides the section's device (auto | cpu | cuda)")
+    parser.add_argument("--data", type=photo_set, default=DEFAULT_DATA,
+                        help="real photos in the iNaturalist layout, or a set's name in ../shared/real_photos (hymenoptera) "
+                             "(default: %(default)s)")
+    parser.add_argument("--device", default=None, help="overrides the section's device (auto | cpu | cuda | mps)")
     parser.add_argument("--side", type=int, help="prepare.side of the cached squares (default: params.yaml's)")
     parser.add_argument("--out", type=Path, help="write every run here as JSON")
     args = parser.parse_args()

@@ -1,8 +1,9 @@
 """Is the sweep smart? Epochs that TPE + pruning needs to find a configuration as good as the full grid's best.
 
 1. The grid: every configuration of SPACE (48: learning rate x filter organisation x batch norm x
-   dropout x augmentation) of the from-scratch CNN is trained once at a small scale (64 px inputs,
-   12 epochs, the project's training recipe otherwise) on real photos (flowers5), with the
+   dropout x augmentation) of the from-scratch CNN is trained once at a small scale (``--input``
+   64 px, 12 epochs, the project's training recipe otherwise) on real photos (``--data``: flowers5;
+   ``--data hymenoptera`` and ``--input 48`` give grids the default pruner was not chosen on), with the
    project's own code: the download, split and prepare functions of the stages, ``scratch_model``
    and the training loop's ``fit``. Each configuration's per-epoch validation accuracy is cached in
    benchmarks/.cache/sweep_search/ (git-ignored), keyed by everything that decides it, so a re-run
@@ -19,6 +20,7 @@ Prints, per strategy (TPE + successive halving, the sweep's default; TPE + Hyper
 successive halving; random), the median epochs to the
 target over ``--seeds`` sampler seeds, how many seeds never reached it, and the ratio to the grid's
 epochs. Run:  python benchmarks/sweep_search.py   (--quick: a smoke run; --verify N: determinism)
+      python benchmarks/sweep_search.py --data hymenoptera   (a second grid: another photo set)
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
-from photos import DEFAULT_DATA, prepare_photos, require
+from photos import DEFAULT_DATA, photo_set, prepare_photos, require
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "benchmarks" / ".cache" / "sweep_search"
 SEED = 42  # weight init, batch order, augmentation, split
-SIDE = 72  # the prepared squares; random 64 px crops are cut from them
+INPUT = 64  # model.input_size: random crops of this side are cut from the prepared squares
 SPACE = {
     "train.lr": [3.0e-4, 1.0e-3, 3.0e-3],
     "model.filter_organisation": ["same", "double"],
@@ -54,7 +56,7 @@ SPACE = {
 # what every configuration shares: params.yaml's recipe at a small scale (batch 32 and no weight average:
 # 1.5x faster on a CPU), no early stopping (full curves)
 BASE = {
-    "model": {"blocks": 5, "filters": 16, "dense_units": 128, "input_size": 64},
+    "model": {"blocks": 5, "filters": 16, "dense_units": 128, "input_size": INPUT},
     "train": {"epochs": 12, "batch_size": 32, "weight_decay": 0.05, "warmup_epochs": 2, "label_smoothing": 0.1,
               "ema_epochs": 0, "early_stop_patience": 1000, "device": "cpu"},
 }
@@ -70,9 +72,15 @@ def grid(space: dict[str, list]) -> list[dict]:
     return configs
 
 
-def params_of(config: dict, epochs: int) -> dict[str, dict]:
+def side_of(input_size: int) -> int:
+    """The prepared squares' side for ``input_size`` px crops: 72 for 64 (an eighth more)."""
+    return input_size * 9 // 8
+
+
+def params_of(config: dict, epochs: int, input_size: int = INPUT) -> dict[str, dict]:
     params = {section: dict(values) for section, values in BASE.items()}
     params["train"]["epochs"] = epochs
+    params["model"]["input_size"] = input_size
     for key, value in config.items():
         section, name = key.split(".")
         params[section][name] = value
@@ -80,7 +88,8 @@ def params_of(config: dict, epochs: int) -> dict[str, dict]:
 
 
 def cache_path(params: dict, data: Path) -> Path:
-    key = json.dumps({"params": params, "data": str(data), "side": SIDE, "seed": SEED}, sort_keys=True)
+    side = side_of(params["model"]["input_size"])
+    key = json.dumps({"params": params, "data": str(data), "side": side, "seed": SEED}, sort_keys=True)
     return CACHE / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
@@ -95,9 +104,10 @@ def train(params: dict, prepared: Path, checkpoint: Path) -> dict:
     torch.set_num_threads(1)
     entry = model_entry("scratch")  # the train_scratch stage's model, through the same registry
     model_cfg, train_cfg = entry.configs(params)
-    train_split, val_split = open_prepared_splits(prepared, ("train", "val"), side=SIDE)
+    side = side_of(model_cfg.input_size)
+    train_split, val_split = open_prepared_splits(prepared, ("train", "val"), side=side)
     seed_everything(SEED)
-    built = entry.build(model_cfg, train_cfg, train_split.class_names, SIDE)
+    built = entry.build(model_cfg, train_cfg, train_split.class_names, side)
     model, spec = built.model, built.spec
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # one line per configuration
@@ -111,10 +121,10 @@ def label(config: dict) -> str:
     return " ".join(f"{key.split('.')[1]}={value}" for key, value in config.items())
 
 
-def curves_for(configs: list[dict], epochs: int, data: Path, verify: int, jobs: int) -> list[list[float]]:
+def curves_for(configs: list[dict], epochs: int, data: Path, verify: int, jobs: int, input_size: int = INPUT) -> list[list[float]]:
     """Every configuration's curve: from the cache, trained (and cached) where missing; ``verify``
     cached ones trained again and compared."""
-    paths = [cache_path(params_of(c, epochs), data) for c in configs]
+    paths = [cache_path(params_of(c, epochs, input_size), data) for c in configs]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     checks = [i for i in range(len(configs)) if i not in missing][:: max(1, len(configs) // max(verify, 1))][:verify]
     todo = missing + checks
@@ -123,11 +133,11 @@ def curves_for(configs: list[dict], epochs: int, data: Path, verify: int, jobs: 
         CACHE.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="sweep_search.") as tmp:
-            prepared = prepare_photos(data, Path(tmp), seed=SEED, side=SIDE)
+            prepared = prepare_photos(data, Path(tmp), seed=SEED, side=side_of(input_size))
             print(f"training {len(missing)} configuration(s), verifying {len(checks)}, {epochs} epochs each, "
                   f"{jobs} at a time", flush=True)
             with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                runs = {pool.submit(train, params_of(configs[i], epochs), prepared, Path(tmp) / f"{i}.pt"): i for i in todo}
+                runs = {pool.submit(train, params_of(configs[i], epochs, input_size), prepared, Path(tmp) / f"{i}.pt"): i for i in todo}
                 for n, done in enumerate(as_completed(runs), 1):
                     i, run = runs[done], done.result()
                     if i in missing:
@@ -189,7 +199,11 @@ def replay(space: dict[str, list], curves: dict[str, list[float]], sampler: str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="real photos in the iNaturalist layout (default: %(default)s)")
+    parser.add_argument("--data", type=photo_set, default=DEFAULT_DATA,
+                        help="real photos in the iNaturalist layout, or a set's name in ../shared/real_photos (hymenoptera) "
+                             "(default: %(default)s)")
+    parser.add_argument("--input", type=int, default=INPUT, metavar="PX",
+                        help="model.input_size of every configuration; the prepared squares are 9/8 of it (default: %(default)s)")
     parser.add_argument("--seeds", type=int, default=20, help="sampler seeds per strategy (default: %(default)s)")
     parser.add_argument("--within", type=float, default=0.01, help="the target: the grid's best val accuracy minus this (default: %(default)s)")
     parser.add_argument("--verify", type=int, default=0, metavar="N", help="train N cached configurations again and check their curves are identical")
@@ -200,12 +214,14 @@ def main() -> None:
     seeds = 3 if args.quick else args.seeds
     data = args.data.resolve()
     configs = grid(space)
-    curves = curves_for(configs, epochs, data, args.verify, args.jobs)
+    if args.input < 32:
+        parser.error("--input: at least 32 px (the CNN's 5 blocks halve it 5 times)")
+    curves = curves_for(configs, epochs, data, args.verify, args.jobs, args.input)
     best = max(max(c) for c in curves)
     target = best - args.within - 1e-9
     grid_epochs = sum(len(c) for c in curves)
     hits = [label(c) for c, curve in zip(configs, curves) if max(curve) >= target]
-    print(f"\ngrid: {len(configs)} configurations x {epochs} epochs = {grid_epochs} epochs on {data.name} "
+    print(f"\ngrid: {len(configs)} configurations x {epochs} epochs = {grid_epochs} epochs on {data.name} at {args.input} px "
           f"({'quick' if args.quick else 'full'}); best val accuracy {best:.3f}; "
           f"{len(hits)} configuration(s) within {args.within:.2f}: {'; '.join(hits)}")
     by_config = {json.dumps(c, sort_keys=True): curve for c, curve in zip(configs, curves)}

@@ -46,14 +46,9 @@ from torch import nn
 from inat_cnn.core.config import ScratchModelConfig, TrainConfig
 from inat_cnn.data.batches import BatchLoader
 from inat_cnn.data.prepared import open_prepared, prepare_dataset
-from inat_cnn.data.preprocessing import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BatchTransform,
-    Preprocessing,
-)
+from inat_cnn.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 from inat_cnn.data.split import Row, csv_text
-from inat_cnn.models.scratch import ScratchCNN
+from inat_cnn.models.registry import model_entry
 from inat_cnn.core.errors import UserError, fields_named
 from inat_cnn.core.device import AMPS, DEVICES, choose_precision, select_device
 from inat_cnn.training.loop import Runner
@@ -65,6 +60,7 @@ JPEG_QUALITY = 90
 NUM_CLASSES = 10
 SEED = 0
 CACHE_SIZE = 256  # prepare.side
+CLASS_NAMES = [f"class_{c:02d}" for c in range(NUM_CLASSES)]
 
 
 # ----------------------------------------------------------------------------- images
@@ -161,9 +157,16 @@ def prepare_cache(images: Path, out: Path) -> tuple[Path, dict]:
     return out / "prepared", report
 
 
+def default_cnn():
+    """params.yaml's scratch CNN at 224 px and its spec, for ``CACHE_SIZE`` squares, built as the training
+    stage builds it (models/registry.py)."""
+    model = params_config(ScratchModelConfig, "model", input_size=224)
+    return model_entry("scratch").build(model, params_config(TrainConfig, "train"), CLASS_NAMES, CACHE_SIZE)
+
+
 def project_loader(prepared: Path, batch_size: int, device: torch.device, augment: bool):
-    """inat_cnn's train path: BatchLoader over the memory-mapped cache (+ the on-device BatchTransform)."""
-    transform = BatchTransform(Preprocessing((224, 224), source_size=CACHE_SIZE), augment=True) if augment else None
+    """inat_cnn's train path: BatchLoader over the memory-mapped cache (+ the on-device BatchTransform of the model's spec)."""
+    transform = BatchTransform(default_cnn().spec.preprocessing, augment=True) if augment else None
     loader = BatchLoader(open_prepared(prepared, "train"), batch_size, device, transform, shuffle=True)
     for epoch in itertools.count():
         loader.set_epoch(epoch)
@@ -192,15 +195,14 @@ def sync(device: torch.device) -> None:
 
 
 class Trainer:
-    """The default ScratchCNN, AdamW, cross-entropy, run by inat_cnn's training loop (train.Runner)."""
+    """The default scratch CNN (:func:`default_cnn`), AdamW, cross-entropy, run by inat_cnn's training loop (Runner)."""
 
     def __init__(self, device: torch.device, args: argparse.Namespace, force_dtype: torch.dtype | None = None) -> None:
         """``force_dtype``: autocast to it whatever the device supports (None: the loop's own choice)."""
         torch.manual_seed(SEED)
         cfg = params_config(TrainConfig, "train", device=device.type, amp=args.amp, channels_last=not args.no_channels_last,
                             compile=args.compile)
-        model = ScratchCNN(params_config(ScratchModelConfig, "model", input_size=224), NUM_CLASSES)  # params.yaml's, at 224 px
-        self.runner = Runner(model, cfg, device)
+        self.runner = Runner(default_cnn().model, cfg, device)
         if force_dtype is not None:
             self.runner.amp_dtype = None if force_dtype is torch.float32 else force_dtype
         self.optimizer = make_optimizer(cfg, self.runner.model.parameters())
@@ -240,20 +242,20 @@ def peak_rss_mib() -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--images", type=int, default=200, help="number of 800x600 JPEGs (over 10 classes)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="the baseline DataLoader's num_workers")
-    p.add_argument("--warmup-batches", type=int, default=2)
-    p.add_argument("--measure-batches", type=int, default=6, help="timed training steps per figure (c, d)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating (c project) / (d) measurements")
-    p.add_argument("--loader-batches", type=int, default=24, help="timed batches per loader-only figure (a, b)")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--images", type=int, default=200, help="number of 800x600 JPEGs (over 10 classes) (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch, every figure (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="the baseline DataLoader's num_workers (default: %(default)s)")
+    p.add_argument("--warmup-batches", type=int, default=2, help="untimed batches before each figure's first measurement (default: %(default)s)")
+    p.add_argument("--measure-batches", type=int, default=6, help="timed training steps per figure (c, d, e) (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating (c project) / (d), and bf16 / fp32 (e), measurements (default: %(default)s)")
+    p.add_argument("--loader-batches", type=int, default=24, help="timed batches per loader-only figure (a, b, b') (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="as train.device: the training stages' select_device (default: %(default)s)")
     p.add_argument("--amp", choices=AMPS, default="auto",
-                   help="precision as train.amp (auto: bf16 where native, fp16 on CUDA 7.x, else fp32)")
+                   help="precision as train.amp (auto: bf16 where native, fp16 on CUDA 7.x, else fp32) (default: %(default)s)")
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out-dir", type=Path, default=Path(tempfile.gettempdir()) / "inat_cnn_throughput",
-                   help="where the JPEGs are generated and cached between runs")
+                   help="where the JPEGs are generated and cached between runs (default: %(default)s)")
     args = p.parse_args(argv)
     if min(args.images, args.batch_size, args.measure_batches, args.loader_batches, args.rounds) < 1 or args.workers < 0 or args.warmup_batches < 0:
         p.error("--images, --batch-size, --measure-batches, --loader-batches must be >= 1; --workers, --warmup-batches >= 0")
