@@ -25,12 +25,13 @@ def main(params: dict) -> None:
     # The library (torch, torchvision, ...) is imported only once the params are valid, so a bad
     # value fails at once instead of after seconds of imports.
     from inat_cnn.evaluation.evaluate import evaluate_checkpoint
+    from inat_cnn.evaluation.figures import draw_test_figures
 
     files = ModelFiles(name)
     with fields_named("params: evaluate."):
-        metrics = evaluate_checkpoint(
-            files.checkpoint, Path("data/prepared"), cfg, plots_dir=files.figures, live_dir=files.test_live,
-        )
+        run = evaluate_checkpoint(files.checkpoint, Path("data/prepared"), cfg, live_dir=files.test_live)
+        draw_test_figures(run, cfg, files.figures)
+    metrics = run.metrics
     print(f"{name}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} on {metrics['num_images']} images")
     write_test_results(files, metrics)
 

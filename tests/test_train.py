@@ -22,6 +22,7 @@ from inat_cnn.data.split import stratified_split, write_split
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.core.errors import UserError
 from inat_cnn.evaluation.evaluate import evaluate_checkpoint
+from inat_cnn.evaluation.figures import draw_test_figures
 from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.core.device import seed_everything
 from inat_cnn.training.loop import train_on_split
@@ -79,8 +80,10 @@ def test_checkpoint_round_trip_and_evaluation_figures(tmp_path: Path, synthetic_
     assert ckpt["metrics"]["val_acc"] == pytest.approx(result.best_val_acc)
 
     plots = tmp_path / "plots"
-    metrics = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared",
-                                  config(EvaluateConfig, "evaluate", guided_backprop_neurons=4), plots_dir=plots, live_dir=tmp_path / "ev")
+    cfg = config(EvaluateConfig, "evaluate", guided_backprop_neurons=4)
+    run = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared", cfg, live_dir=tmp_path / "ev")
+    draw_test_figures(run, cfg, plots)
+    metrics = run.metrics
     assert metrics["num_images"] == 24 and set(metrics["per_class"]) == {"a", "b", "c", "d"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert metrics["calibration"]["temperature"] == 1.0  # trained by the library alone: no temperature fitted
@@ -128,8 +131,8 @@ def test_flowers5_short_training_beats_chance_on_its_test_folder(tmp_path: Path,
     build_raw_dataset(config(DataConfig, "data", source=str(real_photos / "flowers5")), 0, raw, tmp_path / "dl")
     model_cfg = config(ScratchModelConfig, "model", blocks=4, filters=16, filter_organisation="double", dense_units=64, input_size=64)
     result, _ = train_small(tmp_path, raw, model_cfg, replace(FAST_TRAIN, epochs=6, lr=2e-3, batch_size=32))
-    metrics = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared", config(EvaluateConfig, "evaluate", guided_backprop_neurons=2),
-                                  plots_dir=tmp_path / "plots", live_dir=tmp_path / "ev")
+    metrics = evaluate_checkpoint(tmp_path / "model.pt", tmp_path / "prepared", config(EvaluateConfig, "evaluate"),
+                                  live_dir=tmp_path / "ev").metrics
     print(f"flowers5 scratch: val {result.best_val_acc:.3f} test {metrics['accuracy']:.3f}")
     assert metrics["accuracy"] > 0.3, metrics["accuracy"]
 
