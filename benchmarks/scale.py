@@ -1,7 +1,7 @@
 """The data stages at iNaturalist-12K's size: time, memory and disk, DVC copying vs linking its cache.
 
 For each variant, in a throwaway git repository made from the project's committed HEAD (git
-archive, as benchmarks/sweep_cost.py does; the workspace is never touched):
+archive: benchmarks/project_copy.py, as sweep_cost.py; the workspace is never touched):
 
   before   no cache link type (DVC's default, reflink,copy: ext4 copies every out into the cache)
   after    the project's .dvc/config as committed ([cache] type)
@@ -16,11 +16,12 @@ test, 600-800 px photo-sized JPEGs, ~200 KiB each: the size of the real archive'
      against the data's own size (`du -L data`: links followed);
   3. `dvc checkout` of data/ after deleting it;
   4. a queued experiment (`dvc exp run --queue -S train.lr=3e-4 train_scratch`, then
-     `dvc queue start`): the seconds from `dvc queue start` until its first stage starts, and
-     whether its temp workspace (.dvc/tmp/exps/tmp*) got links or copies of data/. Nothing is
-     trained: in the copy, train_scratch's command is replaced by a probe that records, from
-     inside the temp workspace, how many of its data files are links, then fails the experiment on
-     purpose (exit 3), so that no model is trained at this size and no worker needs killing.
+     `dvc queue start`, then inat_cnn.sweep.queue's QueueSnapshot until it has ended): the
+     seconds from `dvc queue start` until its first stage starts, and whether its temp workspace
+     (.dvc/tmp/exps/tmp*) got links or copies of data/. Nothing is trained: in the copy,
+     train_scratch's command is replaced by a probe that records, from inside the temp workspace,
+     how many of its data files are links, then fails the experiment on purpose (exit 3), so that
+     no model is trained at this size and no worker needs killing.
 
 Run:  python benchmarks/scale.py                  (full size: ~10 GB free disk, ~25 min on 2 shared cores)
       python benchmarks/scale.py --per-class 100  (a quick check)
@@ -41,7 +42,10 @@ from pathlib import Path
 
 import yaml
 
-from sweep_cost import commit, machine_line, make_copy, run, set_params, stop_worker, timed, tool_env, wait_for_queue, wrap_commands
+from project_copy import (commit, machine_line, make_copy, run, set_params, stage_events, stop_workers, timed, tool_env,
+                          wrap_commands)
+
+from inat_cnn.sweep.queue import QueueSnapshot, queue_command, start_workers
 
 DATA_STAGES = ("download", "stratified_split", "prepare")
 DATA_DIRS = ("data/raw", "data/split", "data/prepared")
@@ -49,6 +53,7 @@ PROBE_STAGE = "train_scratch"  # its upstream is every data stage: its temp work
 PROBE_EXIT = 3
 VARIANTS = ("before", "after")
 GIB = 2**30
+ENDED = ("finished", "success", "failed")  # QueueSnapshot.state_of of an experiment that has ended
 
 
 def measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -85,19 +90,15 @@ def link_counts(root: Path) -> tuple[int, int]:
     return files, linked
 
 
-def stage_times(log: Path) -> dict[str, list[tuple[str, float, str]]]:
-    """{stage: [(event, unix time, rc), ...]} from the wrapped commands' log (wrap_commands writes
-    ``[EXP_NAME] STAGE start|end TIME [rc]``; the name is empty outside experiments) and the probe's lines."""
+def stage_times(log: Path) -> dict[str, list[tuple]]:
+    """{stage: [(event, unix time, rc), ...]} from the wrapped commands' lines (project_copy's
+    stage_events), and the probe's and /usr/bin/time's lines (their fields) under "probe" and "rss"."""
     events: dict[str, list] = {}
-    for line in log.read_text().splitlines() if log.exists() else []:
-        fields = line.split()
-        if fields[0] in ("probe", "rss"):
+    for event in stage_events(log):
+        events.setdefault(event.stage, []).append((event.event, event.time, event.rc))
+    for fields in map(str.split, log.read_text().splitlines() if log.exists() else []):
+        if fields and fields[0] in ("probe", "rss"):
             events.setdefault(fields[0], []).append(tuple(fields[1:]))
-            continue
-        if fields[-2] == "start":
-            fields.append("")  # no rc
-        stage, event, stamp, rc = fields[-4:]
-        events.setdefault(stage, []).append((event, float(stamp), rc))
     return events
 
 
@@ -146,21 +147,36 @@ def measure_checkout(copy: Path, env: dict[str, str]) -> dict[str, float]:
     return {"wall_s": wall, "rss_gib": rss, "files": files, "linked": linked}
 
 
+def wait_for_queue(copy: Path, names: list[str], poll: float = 5.0, timeout: float = 3600) -> QueueSnapshot:
+    """Look (inat_cnn.sweep.queue's QueueSnapshot: git's refs/exps, then `dvc queue status`, as the
+    sweep driver reads them) every ``poll`` seconds until every experiment of ``names`` has ended;
+    the last look. Not more often: a status costs about a CPU-second, which the timings would feel."""
+    deadline = time.time() + timeout
+    while True:
+        look = QueueSnapshot.take(copy, names)
+        if all(look.state_of(name) in ENDED for name in names):
+            return look
+        if time.time() > deadline:
+            sys.exit(f"scale.py: the queue has not ended {names} in {timeout:.0f} s: "
+                     f"{ {name: look.state_of(name) for name in names} }")
+        time.sleep(poll)
+
+
 def measure_queue(copy: Path, variant: str, log: Path, env: dict[str, str]) -> dict[str, float]:
     """Queue one experiment, start the worker, wait until it has failed on the probe; stop the worker."""
     name = f"scale-{variant}"
-    queued_s = timed(["dvc", "exp", "run", "--queue", "-n", name, "-S", "train.lr=3e-4", PROBE_STAGE], copy, env)
-    print("$ dvc queue start   (then dvc queue status until the experiment has ended)", flush=True)
-    with (log.parent / f"queue_{variant}.log").open("w") as out:  # a pipe would block: the worker inherits it
-        started = time.time()
-        run(["dvc", "queue", "start"], copy, env, echo=False, stdout=out, stderr=out)
+    queued_s = timed(queue_command({"train.lr": 3e-4}, name, [PROBE_STAGE]), copy, env)
+    print("$ dvc queue start -j 1   (then inat_cnn.sweep.queue's QueueSnapshot until the experiment has ended)", flush=True)
+    started = time.time()
+    start_workers(copy, 1, env, log.parent / f"queue_{variant}.log")  # the worker inherits env
     try:
-        _, status = wait_for_queue(copy, [name], env)
+        look = wait_for_queue(copy, [name])
     finally:
-        stop_worker(copy, env)
+        stop_workers(copy, env)
     events = stage_times(log)
     if PROBE_STAGE not in events or "probe" not in events:
-        sys.exit(f"scale.py: the queued experiment never reached {PROBE_STAGE} ({status}); see `dvc queue logs {name}` in {copy}")
+        sys.exit(f"scale.py: the queued experiment never reached {PROBE_STAGE} ({look.state_of(name)}); "
+                 f"see `dvc queue logs {name}` in {copy}")
     files, linked, symlinks, data_bytes, workspace = events["probe"][-1]
     return {"queue_s": queued_s, "setup_s": events[PROBE_STAGE][0][1] - started, "files": int(files),
             "linked": int(linked) + int(symlinks), "data_gib": int(data_bytes) / GIB, "workspace": workspace}

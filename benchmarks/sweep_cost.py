@@ -25,23 +25,20 @@ are the cost of its polling. Run:  python benchmarks/sweep_cost.py   (--tiny for
 from __future__ import annotations
 
 import argparse
-import os
 import resource
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
 import yaml
 
-from inat_cnn.sweep.queue import QueueSnapshot, workers_alive
+from project_copy import commit, machine_line, make_copy, set_params, stage_events, stop_workers, timed, tool_env, wrap_commands
+
+from inat_cnn.sweep.queue import QueueSnapshot
 from inat_cnn.sweep.storage import default_storage_url
 
-REPO = Path(__file__).resolve().parents[1]
 GRID = {"train.lr": [1.0e-3, 3.0e-4], "model.activation": ["relu", "gelu"]}
 TINY_PARAMS = {  # --tiny: seconds per trial instead of a minute (the copy's params.yaml, not swept)
     "data.synthetic.train_per_class": 6, "data.synthetic.test_per_class": 3, "data.synthetic.min_side": 48,
@@ -50,65 +47,32 @@ TINY_PARAMS = {  # --tiny: seconds per trial instead of a minute (the copy's par
 }
 
 
-def tool_env(src: Path) -> dict[str, str]:
-    """This interpreter's bin first on PATH (dvc, inat-cnn, the stages' `python`), the copy's src/
-    first on PYTHONPATH (the editable install would import the live workspace's inat_cnn)."""
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
-    for var in ("GIT_AUTHOR", "GIT_COMMITTER"):
-        env.setdefault(f"{var}_NAME", "inat-cnn benchmark")
-        env.setdefault(f"{var}_EMAIL", "benchmark@example.invalid")
-    return env
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
-    """Run ``cmd`` (printed first); its wall seconds; on failure exit with its output."""
-    print(f"$ {shlex.join(cmd)}", flush=True)
-    start = time.time()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, check=False)
-    if proc.returncode != 0:
-        sys.exit(f"sweep_cost.py: `{shlex.join(cmd)}` failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    return time.time() - start
-
-
 def prepare_copy(copy: Path, tiny: bool, stage_log: Path, env: dict[str, str]) -> float:
     """HEAD's tree as a git repository whose stages log their times, set-up reproduced and
-    committed; returns the set-up's seconds."""
-    copy.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(copy)], input=archive, check=True)
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    for dotted, value in (TINY_PARAMS if tiny else {}).items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    dvc_yaml = yaml.safe_load((copy / "dvc.yaml").read_text())
-    for name, stage in dvc_yaml["stages"].items():
-        cmd = " && ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
-        line = f'"$DVC_EXP_NAME {name} %s $(date +%%s.%%N)" >> {shlex.quote(str(stage_log))}'
-        stage["cmd"] = f"echo {line % 'start'}; ({cmd}); rc=$?; [ $rc = 0 ] && echo {line % 'end'}; exit $rc"
-    (copy / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False, width=1000))
+    committed (so that every trial restores it, not re-runs it); returns the set-up's seconds."""
+    make_copy(copy, env)
+    if tiny:
+        set_params(copy, TINY_PARAMS)
+    stages = yaml.safe_load((copy / "dvc.yaml").read_text())["stages"]
+    wrap_commands(copy, stages, list(stages), stage_log)
     (copy / "dvc.lock").unlink(missing_ok=True)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "HEAD copy, stages timed"]):
-        run(cmd, copy, env)
-    setup = run(["dvc", "repro", "prepare"], copy, env)
-    run(["git", "add", "-A"], copy, env)
-    run(["git", "commit", "-qm", "set-up stages locked"], copy, env)
+    timed(["git", "init", "-q"], copy, env)
+    commit(copy, "HEAD copy, stages timed", env)
+    setup = timed(["dvc", "repro", "prepare"], copy, env)
+    commit(copy, "set-up stages locked", env)
     return setup
 
 
 def stage_spans(log: Path, names: set[str]) -> dict[str, float]:
     """{experiment: seconds of its stage commands that ended with exit code 0}."""
     starts, spent = {}, dict.fromkeys(names, 0.0)
-    for exp, stage, event, stamp in (row for row in map(str.split, log.read_text().splitlines()) if len(row) == 4):
+    for exp, stage, event, stamp, rc in stage_events(log):
         if exp in names and event == "start":
-            starts[exp, stage] = float(stamp)
+            starts[exp, stage] = stamp
         elif exp in names:
-            spent[exp] += float(stamp) - starts.pop((exp, stage))
+            start = starts.pop((exp, stage))
+            if rc == "0":
+                spent[exp] += stamp - start
     return spent
 
 
@@ -118,18 +82,10 @@ def sweep(copy: Path, root: Path, args: argparse.Namespace, env: dict[str, str])
     params = {**GRID, "train.epochs": [args.epochs]}
     sweep_file.write_text(yaml.safe_dump({"targets": ["train_scratch"], "params": params}, sort_keys=False))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall = run(["inat-cnn", "sweep", "run", str(sweep_file), "--study", "cost", "--trials", str(args.trials),
+    wall = timed(["inat-cnn", "sweep", "run", str(sweep_file), "--study", "cost", "--trials", str(args.trials),
                 "--jobs", str(args.jobs), "--sampler", "grid", "--pruner", "none", "--poll", str(args.poll)], copy, env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-
-
-def stop_workers(copy: Path, env: dict[str, str], timeout: float = 60) -> None:
-    """`dvc queue stop`, then wait until no worker runs: one shutting down would write into the copy."""
-    subprocess.run(["dvc", "queue", "stop"], cwd=copy, env=env, capture_output=True, check=False)
-    deadline = time.time() + timeout
-    while workers_alive(copy) and time.time() < deadline:
-        time.sleep(0.5)
 
 
 def report(copy: Path, stage_log: Path, args: argparse.Namespace, wall: float, cpu: float, setup: float) -> None:
@@ -167,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="inat_cnn_sweep_cost_"))
     copy, stage_log = root / "project", root / "stage_times.log"
     env = tool_env(copy / "src")
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
-    print(f"{model}, {os.cpu_count()} CPUs; python {sys.version.split()[0]}", flush=True)
+    print(machine_line(), flush=True)
     try:
         setup = prepare_copy(copy, args.tiny, stage_log, env)
         wall, cpu_s = sweep(copy, root, args, env)
