@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from inat_cnn.core.config import FinetuneConfig, Section, TrainConfig, from_dict
 from inat_cnn.core.threads import split_cores
@@ -150,3 +151,42 @@ TINY_PARAMS = {
     "finetune.batch_size": 8,
     "evaluate.guided_backprop_neurons": 3,
 }
+
+
+def project_copy(dest: Path, params: dict[str, object]) -> Path:
+    """``copy_project`` with ``params`` set, committed."""
+    repo = copy_project(dest)
+    set_params(repo, params)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "project copy"], repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, str]:
+    """The project on TINY_PARAMS with the whole pipeline reproduced and committed, and what `dvc repro`
+    printed. Built once per test run by whichever pytest-xdist worker asks first (the others wait on a
+    lock in the run's shared temp folder); never changed: a test that runs dvc works on a copy."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # popen-gw<N>'s parent: one per run
+    root, printed = shared / "reproduced", shared / "reproduced.out"
+    with FileLock(str(shared / "reproduced.lock")):
+        if not printed.exists():  # none yet, or a build that failed half-way: start again
+            shutil.rmtree(root, ignore_errors=True)
+            repo = project_copy(root, TINY_PARAMS)
+            out = run(["dvc", "repro"], repo).stdout
+            run(["git", "add", "-A"], repo)
+            run(["git", "commit", "-qm", "pipeline run"], repo)
+            printed.write_text(out)
+    return root, printed.read_text()
+
+
+def copy_reproduced(reproduced: tuple[Path, str], dest: Path) -> Path:
+    """A private copy of the reproduced project (its DVC cache, outs and git history included)."""
+    return Path(shutil.copytree(reproduced[0], dest, symlinks=True))
+
+
+@pytest.fixture
+def repo(reproduced: tuple[Path, str], tmp_path: Path) -> Path:
+    """This test's own copy of the reproduced project."""
+    return copy_reproduced(reproduced, tmp_path / "repo")

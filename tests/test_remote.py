@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_PARAMS, copy_project, run, set_params
+from conftest import copy_reproduced, run
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +31,13 @@ def commit(repo: Path, message: str) -> None:
     run(["git", "commit", "-qm", message], repo)
 
 
-def test_push_then_pull_into_a_fresh_clone_gives_the_same_results(tmp_path: Path) -> None:
-    repo = copy_project(tmp_path / "project")
-    set_params(repo, TINY_PARAMS)
-    commit(repo, "project copy")
-    run(["dvc", "repro"], repo)
+def test_push_then_pull_into_a_fresh_clone_gives_the_same_results(reproduced: tuple[Path, str], tmp_path: Path) -> None:
+    repo = copy_reproduced(reproduced, tmp_path / "project")  # the pipeline run, committed
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-d", "local", str(remote)], repo)
     pushed = run(["dvc", "push"], repo).stdout
     assert "pushed" in pushed, pushed
-    commit(repo, "results, pushed to the local remote")
+    commit(repo, "the local remote")
     assert run(["dvc", "status", "--cloud"], repo).stdout.strip() == "Cache and remote 'local' are in sync."
 
     clone = tmp_path / "clone"
