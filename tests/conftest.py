@@ -163,12 +163,12 @@ def project_copy(dest: Path, params: dict[str, object]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reproduced(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, str]:
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The project on TINY_PARAMS with the whole pipeline reproduced and committed, and what `dvc repro`
     printed. Built once per test run by whichever pytest-xdist worker asks first (the others wait on a
     lock in the run's shared temp folder); never changed: a test that runs dvc works on a copy."""
     base = tmp_path_factory.getbasetemp()
-    shared = base if worker_id == "master" else base.parent  # popen-gw<N>'s parent: one per run
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # popen-gw<N>'s parent: one per run
     root, printed = shared / "reproduced", shared / "reproduced.out"
     with FileLock(str(shared / "reproduced.lock")):
         if not printed.exists():  # none yet, or a build that failed half-way: start again
