@@ -181,12 +181,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root, printed.read_text()
 
 
-def copy_reproduced(reproduced: tuple[Path, str], dest: Path) -> Path:
-    """A private copy of the reproduced project (its DVC cache, outs and git history included)."""
-    return Path(shutil.copytree(reproduced[0], dest, symlinks=True))
-
-
 @pytest.fixture
 def repo(reproduced: tuple[Path, str], tmp_path: Path) -> Path:
-    """This test's own copy of the reproduced project."""
-    return copy_reproduced(reproduced, tmp_path / "repo")
+    """This test's own copy of the reproduced project (its DVC cache, outs and git history included)."""
+    return Path(shutil.copytree(reproduced[0], tmp_path / "repo", symlinks=True))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_PARAMS, copy_project, run, set_params
+from conftest import TINY_PARAMS, project_copy, run, set_params
 
 pytestmark = pytest.mark.e2e
 
@@ -57,10 +57,7 @@ def assert_linked(repo: Path, outs: tuple[str, ...]) -> None:
 
 
 def test_outs_are_links_to_the_cache_and_no_stage_edits_one_in_place(tmp_path: Path):
-    repo = copy_project(tmp_path / "repo")
-    set_params(repo, TINY_PARAMS)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "project copy"], repo)
+    repo = project_copy(tmp_path / "repo", TINY_PARAMS)
     run(["dvc", "repro", "evaluate_scratch"], repo)
     assert_linked(repo, DATA_OUTS)
     before = cache_objects(repo)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_PARAMS, copy_project, run, set_params
+from conftest import TINY_PARAMS, project_copy, run
 from test_train import prepare
 
 from inat_cnn.core.config import SyntheticConfig
@@ -98,10 +98,7 @@ def test_two_gloo_processes_end_with_identical_weights(prepared: Path, tmp_path:
 def test_train_processes_2_runs_under_torchrun_inside_dvc_repro(tmp_path: Path):
     """`train.processes: 2`: the stage relaunches itself under torchrun (2 gloo processes on CPU) and
     DVC records the outputs itself: no torchrun by hand, no `dvc commit`."""
-    repo = copy_project(tmp_path)
-    set_params(repo, {**TINY_PARAMS, "prepare.side": 40, "train.processes": 2})
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "copy"], repo)
+    repo = project_copy(tmp_path, {**TINY_PARAMS, "prepare.side": 40, "train.processes": 2})
     proc = run(["dvc", "repro", "train_scratch"], repo, timeout=600)
     assert "starting 2 processes" in proc.stdout, proc.stdout
     assert proc.stdout.count("epoch 2/2:") == 1, proc.stdout  # rank 0 alone prints and writes

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, config, copy_project, run, set_params, tool_env
+from conftest import REPO, config, copy_project, project_copy, run, tool_env
 
 INAT_CNN = Path(sys.executable).parent / "inat-cnn"
 
@@ -213,9 +213,7 @@ def test_a_relative_source_works_in_temp_and_queued_experiments(how: str, tmp_pa
     from test_data_sources import inat_files, write_tree
 
     write_tree(tmp_path / "photos", inat_files(("Aves", "Fungi"), n_train=3, n_val=1))
-    repo = copy_project(tmp_path / "repo")
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "init"], repo)
+    repo = project_copy(tmp_path / "repo", {})
     run(["dvc", "exp", "run", how, "-n", "rel", "-S", "data.source=../photos", "download"], repo, timeout=300)
     if how == "--queue":
         run(["dvc", "exp", "run", "--run-all"], repo, timeout=300)

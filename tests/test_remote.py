@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_reproduced, run
+from conftest import run
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +31,8 @@ def commit(repo: Path, message: str) -> None:
     run(["git", "commit", "-qm", message], repo)
 
 
-def test_push_then_pull_into_a_fresh_clone_gives_the_same_results(reproduced: tuple[Path, str], tmp_path: Path) -> None:
-    repo = copy_reproduced(reproduced, tmp_path / "project")  # the pipeline run, committed
+def test_push_then_pull_into_a_fresh_clone_gives_the_same_results(repo: Path, tmp_path: Path) -> None:
+    """``repo``: the pipeline reproduced and committed (conftest)."""
     remote = tmp_path / "remote"
     run(["dvc", "remote", "add", "-d", "local", str(remote)], repo)
     pushed = run(["dvc", "push"], repo).stdout

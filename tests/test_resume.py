@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_PARAMS, copy_project, replace, run, set_params, tool_env
+from conftest import TINY_PARAMS, project_copy, replace, run, tool_env
 from test_train import FAST_TRAIN, SMALL_MODEL, SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
 
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
@@ -86,10 +86,7 @@ KILL_PARAMS = {**TINY_PARAMS, "train.epochs": 5, "model.input_size": 64, "data.s
 
 
 def _repo(tmp: Path) -> Path:
-    repo = copy_project(tmp)
-    set_params(repo, KILL_PARAMS)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "copy"], repo)
+    repo = project_copy(tmp, KILL_PARAMS)
     run(["dvc", "repro", "stratified_split"], repo)
     return repo
 

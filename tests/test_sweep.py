@@ -24,7 +24,7 @@ from inat_cnn.sweep.queue import format_value, queue_command
 from inat_cnn.sweep.report import sweep_report
 from inat_cnn.sweep.metric import DEFAULT_METRIC, is_test_metric_file
 from inat_cnn.sweep.results import parse_exp_show
-from inat_cnn.sweep.spec import Range, load_sweep
+from inat_cnn.sweep.spec import Range, Sweep, load_sweep
 
 METRIC = "metrics/train_scratch.json:scratch_val_acc"
 TEST_METRIC = "metrics/evaluate_scratch.json:scratch_test_acc"
@@ -161,6 +161,12 @@ def test_load_sweep_refuses_a_metric_from_the_test_split(tmp_path, metric):
     message = str(info.value)
     assert str(path) in message and metric.split(":")[0] in message and "test split" in message
     assert "Rank by validation accuracy instead: metrics/train_" in message and "_val_acc" in message
+
+
+def test_a_sweep_built_in_code_refuses_a_test_metric_too():
+    """The refusal is in Sweep itself: a benchmark's or a script's Sweep(...) is an Optuna objective as well."""
+    with pytest.raises(UserError, match=r"sweep metric = .*evaluate_scratch\.json is computed from the test split"):
+        Sweep(params={"train.lr": [1e-3]}, metric=TEST_METRIC)
 
 
 def test_sweep_report_refuses_a_test_metric_from_the_flag_and_from_the_library(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_PARAMS, copy_project, run, set_params
+from conftest import TINY_PARAMS, project_copy, run
 from test_sweep import assert_png, experiment, exp_show, params_with
 
 from inat_cnn.core.errors import UserError
@@ -160,12 +160,8 @@ def test_the_report_of_a_study_ranks_complete_trials_and_draws_the_pruned_curves
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A committed copy of the project on tiny params with its data stages run and locked."""
-    repo = tmp_path_factory.mktemp("sweep") / "project"
-    repo.mkdir()
-    copy_project(repo)
-    set_params(repo, {**TINY_PARAMS, "data.synthetic.train_per_class": 6, "prepare.side": 32, "train.epochs": 2})
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "project copy"], repo)
+    repo = project_copy(tmp_path_factory.mktemp("sweep") / "project",
+                        {**TINY_PARAMS, "data.synthetic.train_per_class": 6, "prepare.side": 32, "train.epochs": 2})
     run(["dvc", "repro", "prepare"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "data stages"], repo)

@@ -20,8 +20,6 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 
-NATURE_12K_URL = "https://storage.googleapis.com/wandb_datasets/nature_12K.zip"
-
 # The one list of each set of names: core/device.py, training/optim.py and models/activations.py read them.
 Activation = Literal["relu", "gelu", "silu", "mish", "leaky_relu", "elu", "tanh", "selu", "sigmoid"]
 OptimizerName = Literal["adam", "adamw", "sgd"]

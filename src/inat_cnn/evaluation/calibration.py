@@ -102,10 +102,9 @@ def usable_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float | 
     entirely right the NLL keeps falling as T -> 0 (the fit stops wherever its gradient vanishes), and a
     fit that ran into a bound of its search (a tiny split, a model right nowhere) was chosen by the bound.
     The raw confidences (T = 1) are kept then."""
-    temperature = fit_temperature(logits, labels)
-    if np.all(np.asarray(logits).argmax(1) == np.asarray(labels)):
+    if np.all(np.asarray(logits).argmax(1) == np.asarray(labels)):  # before the fit, whose T it would discard
         why = f"every one of its {len(labels)} images is right"
-    elif not MIN_TEMPERATURE * 1.01 < temperature < MAX_TEMPERATURE / 1.01:
+    elif not MIN_TEMPERATURE * 1.01 < (temperature := fit_temperature(logits, labels)) < MAX_TEMPERATURE / 1.01:
         why = f"the fit ran into its bound, T = {temperature:.3g}, on {len(labels)} images"
     else:
         return temperature, None

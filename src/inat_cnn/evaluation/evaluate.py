@@ -35,16 +35,12 @@ class TestRun:
     logits: np.ndarray
     labels: np.ndarray
     temperature: float | None  # None: the checkpoint has none (not fitted), confidences are raw
+    probs: np.ndarray  # softmax(logits / temperature): the calibrated confidences
     metrics: dict[str, Any]
 
     @property
     def names(self) -> list[str]:
         return self.test.class_names
-
-    @property
-    def probs(self) -> np.ndarray:
-        """Calibrated confidences (raw where no temperature was fitted)."""
-        return softmax(self.logits, self.temperature or 1.0)
 
 
 def _open_test(checkpoint_path: Path, prepared_dir: Path, cfg: EvaluateConfig):
@@ -73,7 +69,8 @@ def evaluate_checkpoint(checkpoint_path: Path, prepared_dir: Path, cfg: Evaluate
                                     device=select_device(device), tta=cfg.tta)
     model.cpu()
     temperature = temperature_of(ckpt) if has_temperature(ckpt) else None  # None: not fitted, T = 1
-    preds = softmax(logits, temperature or 1.0).argmax(1)
+    probs = softmax(logits, temperature or 1.0)
+    preds = probs.argmax(1)
     metrics = classification_metrics(labels, preds, names)
     metrics["checkpoint_epoch"] = ckpt.get("epoch")
     metrics["tta"] = cfg.tta
@@ -85,4 +82,4 @@ def evaluate_checkpoint(checkpoint_path: Path, prepared_dir: Path, cfg: Evaluate
         live.log_sklearn_plot(
             "confusion_matrix", [names[i] for i in labels], [names[i] for i in preds], name="confusion_matrix.json"
         )
-    return TestRun(model, spec.preprocessing, test, logits, labels, temperature, metrics)
+    return TestRun(model, spec.preprocessing, test, logits, labels, temperature, probs, metrics)

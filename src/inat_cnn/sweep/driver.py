@@ -55,10 +55,7 @@ before it starts, and collects it after) before the driver takes it as lost and 
 @dataclass
 class RunSummary:
     study: str
-    storage: str
     told: dict[str, int] = field(default_factory=dict)  # COMPLETE / PRUNED / FAIL -> count, this run
-    requeued: list[str] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)  # experiments this run queued
 
 
 class Driver:
@@ -79,7 +76,7 @@ class Driver:
         self.lost: set[str] = set()  # queue tasks given up on (see stuck)
         self.suspects: dict[str, float] = {}  # queue task -> when first seen "Running" with nothing running it
         self.unserved = False  # a trial was queued with no worker to run it, at the last look
-        self.summary = RunSummary(study.study_name, storage_url)
+        self.summary = RunSummary(study.study_name)
 
     # -- resuming
 
@@ -108,7 +105,6 @@ class Driver:
 
     def requeue(self, name: str, params: dict[str, Any]) -> None:
         queue_experiment(config_of(self.sweep, params), repo=self.repo, name=name, targets=self.sweep.targets)
-        self.summary.requeued.append(name)
 
     def stuck(self, task: Task, look: QueueSnapshot) -> bool:
         """Whether a "Running" entry is one that nothing runs: a worker took it as it shut down (DVC's
@@ -132,7 +128,6 @@ class Driver:
             pass  # the entry stays "Running" in `dvc queue status`; this driver ignores it either way
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
         self.requeue(name, self.storage.get_trial(trial_id).params)
-        start_workers(self.repo, self.jobs, self.env, self.log)
 
     # -- heartbeats
 
@@ -146,12 +141,12 @@ class Driver:
 
     def reap(self) -> None:
         """Fail the running trials whose driver stopped beating (:func:`retry_stale` re-asks them);
-        this driver's own just beat."""
+        this driver's own beat at least every ``heartbeat_interval``, well inside ``--stale-after``."""
         import optuna
 
         if self.beat_every is None:
             return
-        self.beat(force=True)
+        self.beat()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
@@ -174,7 +169,6 @@ class Driver:
             self.study.tell(trial.number, state=_state("FAIL"))
             del self.in_flight[trial.number]
             raise
-        self.summary.names.append(name)
         print(f"trial {trial.number}: queued {' '.join(cmd[5:])}", flush=True)
 
     def tell(self, number: int, state: str, value: float | None = None, **attrs: Any) -> None:
@@ -234,7 +228,9 @@ class Driver:
                 self.tell(number, "FAIL", fail_reason=f"the experiment failed: dvc queue logs {name}")
             elif task is not None and task.status == "Running" and self.stuck(task, look):
                 self.recover(number, name, task)
-                restarted = True  # recover started the workers after this look
+                restarted = True
+        if restarted:  # once for all the trials queued again; they started after this look
+            start_workers(self.repo, self.jobs, self.env, self.log)
         waiting = any(tasks[n].status == "Queued" for n in self.in_flight.values() if n in tasks)
         unserved = waiting and not (look.workers or restarted)  # the last worker stopped as this driver queued;
         if unserved and self.unserved:  # at a second look: one just started has not written its process file

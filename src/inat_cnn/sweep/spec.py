@@ -85,6 +85,10 @@ class Sweep:
     targets: tuple[str, ...] = ()
     path: Path | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        # here, not in load_sweep alone: every Sweep (a benchmark's, a test's) is an Optuna objective
+        refuse_test_metric(self.metric, where=f"{self.path}: metric" if self.path else "sweep metric")
+
     @property
     def size(self) -> float:
         """How many configurations the full grid has (``math.inf`` with a continuous range)."""
@@ -162,7 +166,6 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             raise UserError(f"{path}: {key} lists a value twice: {values!r}")
     metric = data.get("metric", DEFAULT_METRIC)
     parse_metric(metric, where=f"{path}: metric")
-    refuse_test_metric(metric, where=f"{path}: metric")
     goal = data.get("goal", "maximize")
     if goal not in GOALS:
         raise UserError(f"{path}: goal = {goal!r}; expected maximize or minimize")
