@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from .metric import parse_metric, reported_test_metric
+from .metric import lookup, parse_metric, reported_test_metric
 from .pruning import trial_name
 from .queue import dvc
+from .results import number
 
 
 def evaluate_best(study: Any, repo: Path) -> dict[str, Any]:
@@ -19,8 +20,9 @@ def evaluate_best(study: Any, repo: Path) -> dict[str, Any]:
     the test set, once per study; the result is recorded in the study."""
     done = study.user_attrs.get("test_evaluation")
     if done:
+        accuracy = "unreadable" if done["test_accuracy"] is None else f"{done['test_accuracy']:.4g}"
         raise UserError(f"study {study.study_name}: trial {done['trial']} ({done['exp']}) was already evaluated on the "
-                        f"test set (accuracy {done['test_accuracy']:.4g}); the test set is measured once per study")
+                        f"test set (accuracy {accuracy}); the test set is measured once per study")
     try:
         best = study.best_trial
     except ValueError:
@@ -40,7 +42,13 @@ def evaluate_best(study: Any, repo: Path) -> dict[str, Any]:
         # restores or re-runs whatever the evaluate stage needs
         print(f"note: `dvc exp apply {name}` could not check out the outputs of stages that never ran here", flush=True)
     dvc(["repro", stage], repo, f"evaluating {name} on the test set")
-    data = json.loads((Path(repo) / file).read_text())
-    result = {"trial": best.number, "exp": name, "val": best.value, "test_accuracy": float(data[key]), "stage": stage}
+    # the test set has been measured: recorded whatever the file holds, so that nothing measures it again
+    try:
+        accuracy = number(lookup(json.loads((Path(repo) / file).read_text()), key))
+    except (OSError, ValueError):
+        accuracy = None
+    result = {"trial": best.number, "exp": name, "val": best.value, "test_accuracy": accuracy, "stage": stage}
     study.set_user_attr("test_evaluation", result)
+    if accuracy is None:
+        raise UserError(f"{file}: no number at {key} after `dvc repro {stage}`; recorded as measured all the same")
     return result
