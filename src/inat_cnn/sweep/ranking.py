@@ -1,16 +1,14 @@
 """Ranking a sweep's experiments by a validation metric (:func:`rank_experiments`): a study's
-trials only (its pruned ones counted, not ranked), ties broken by the earliest; the test accuracy
-beside each (:func:`reported_test_values`) is shown, never ranked by.
+trials only (its pruned ones counted, not ranked), ties broken by the earliest. Nothing here reads a
+test metric: the report shows those beside the ranking (report.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import UserError
-from .metric import reported_test_metric
 from .results import Experiment, available_metrics, metric_value, parse_exp_show
 
 
@@ -57,13 +55,3 @@ def rank_experiments(exp_show_json: list, metric: str, higher_is_better: bool = 
                         f"({counts['queued']} queued, {counts['running']} running, {counts['failed']} failed)")
     ranked = sorted(used, key=lambda e: -e.value if higher_is_better else e.value)  # type: ignore[operator]
     return Ranking(exps, trials, counts, pruned, used, without, ranked)
-
-
-def reported_test_values(used: Sequence[Experiment], metric: str) -> tuple[str | None, dict[str, float | None]]:
-    """The test metric beside ``metric`` and each experiment's value of it, where any has one."""
-    test_metric = reported_test_metric(metric)
-    # an experiment's test accuracy only where every stage read the outputs the experiment wrote: a sweep
-    # that stops at the training stage carries the baseline's metrics/evaluate_*.json along unchanged
-    # (conservative: one stale stage downstream of the evaluation, such as compare, hides it too)
-    tests = {e.name: None if e.stale_inputs else metric_value(e, test_metric) for e in used} if test_metric else {}
-    return test_metric, tests if any(v is not None for v in tests.values()) else {}

@@ -14,8 +14,19 @@ from typing import Any
 from ..core.files import write_json, write_text
 from .figures import write_figures
 from .importance import param_importance, value_label, write_importance_csv
-from .metric import metric_label, refuse_test_metric
-from .ranking import Ranking, rank_experiments, reported_test_values
+from .metric import metric_label, refuse_test_metric, reported_test_metric
+from .ranking import Ranking, rank_experiments
+from .results import Experiment, metric_value
+
+
+def reported_test_values(used: Sequence[Experiment], metric: str) -> tuple[str | None, dict[str, float | None]]:
+    """The test metric beside ``metric`` and each experiment's value of it, where any has one."""
+    test_metric = reported_test_metric(metric)
+    # an experiment's test accuracy only where every stage read the outputs the experiment wrote: a sweep
+    # that stops at the training stage carries the baseline's metrics/evaluate_*.json along unchanged
+    # (conservative: one stale stage downstream of the evaluation, such as compare, hides it too)
+    tests = {e.name: None if e.stale_inputs else metric_value(e, test_metric) for e in used} if test_metric else {}
+    return test_metric, tests if any(v is not None for v in tests.values()) else {}
 
 
 def _fmt(value: Any) -> str:
