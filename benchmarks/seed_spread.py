@@ -67,7 +67,8 @@ def build(model: str, params: dict, class_names: list[str], side: int):
 def run(model: str, params: dict, prepared: Path, seed: int, checkpoint: Path) -> dict:
     """One training run; its best val accuracy and that checkpoint's test accuracy."""
     from inat_cnn.data.prepared import open_prepared_splits
-    from inat_cnn.evaluation.metrics import classification_metrics, predict_logits
+    from inat_cnn.evaluation.metrics import classification_metrics
+    from inat_cnn.evaluation.predictions import predict_logits
     from inat_cnn.core.device import seed_everything, select_device
     from inat_cnn.training.loop import fit
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
 import shutil
 import subprocess
@@ -98,6 +100,34 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> 
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+INAT_CNN = Path(sys.executable).parent / "inat-cnn"  # the console script pip installed
+
+
+def cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`inat-cnn ARGS` run in this process (``inat_cnn.cli.main``), in ``cwd``: its exit code, stdout and
+    stderr as a subprocess's. The same argv path without another 3 s of importing torch and torchvision;
+    the console script itself runs as a real process in test_cli_errors.py and test_predict.py. An
+    exception main() does not turn into an exit code fails the test (a subprocess would print a traceback)."""
+    from inat_cnn.cli import main
+
+    argv = [str(a) for a in args]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.chdir(cwd or Path.cwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return subprocess.CompletedProcess(["inat-cnn", *argv], code, out.getvalue(), err.getvalue())
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one ``error: ...`` line a refused command printed (exit 2, no traceback, nothing else on stderr)."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
 
 
 # tracked, not a pipeline output: what the report shows until `inat-cnn sweep report` replaces it

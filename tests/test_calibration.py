@@ -27,7 +27,7 @@ from inat_cnn.evaluation.calibration import (
     reliability_bins,
     usable_temperature,
 )
-from inat_cnn.evaluation.metrics import predict_logits, softmax
+from inat_cnn.evaluation.predictions import predict_logits, softmax
 from inat_cnn.evaluation.predict import predict_images
 from inat_cnn.models.build import load_model
 from inat_cnn.models.checkpoint import (

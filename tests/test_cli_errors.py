@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import config
+from conftest import INAT_CNN, cli, config, one_error_line
 
 from inat_cnn.core.config import ScratchModelConfig
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec, save_checkpoint
 from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.data.preprocessing import Preprocessing
 
-INAT_CNN = Path(sys.executable).parent / "inat-cnn"
 MODEL = config(ScratchModelConfig, "model", blocks=2, filters=4, dense_units=8, input_size=16)
-
-
-def inat_cnn(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(INAT_CNN), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -37,21 +31,17 @@ def _image(tmp_path: Path) -> Path:
     return tmp_path / "red.png"
 
 
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_predict_device_cuda_without_cuda_names_the_flag(checkpoint: Path, tmp_path: Path):
-    line = one_error_line(inat_cnn("predict", checkpoint, _image(tmp_path), "--device", "cuda"))
+    line = one_error_line(cli("predict", checkpoint, _image(tmp_path), "--device", "cuda"))
     assert "--device = 'cuda'" in line and "no CUDA device" in line and "train.device" not in line
 
 
 def test_predict_top_k_names_the_flag(checkpoint: Path, tmp_path: Path):
-    line = one_error_line(inat_cnn("predict", checkpoint, _image(tmp_path), "--top-k", "0"))
+    """The console script itself, as a user runs it: exit 2 and one line, no warning or traceback."""
+    proc = subprocess.run([str(INAT_CNN), "predict", str(checkpoint), str(_image(tmp_path)), "--top-k", "0"],
+                          capture_output=True, text=True, timeout=300)
+    line = one_error_line(proc)
     assert "--top-k = 0 is not allowed" in line
 
 
@@ -72,5 +62,5 @@ def test_a_damaged_checkpoint_is_one_clear_line(checkpoint: Path, tmp_path: Path
 
     ckpt = torch.load(checkpoint, weights_only=True)
     torch.save(damage(ckpt), checkpoint)
-    line = one_error_line(inat_cnn("predict", checkpoint, _image(tmp_path)))
+    line = one_error_line(cli("predict", checkpoint, _image(tmp_path)))
     assert str(checkpoint) in line and re.search(expected, line), line

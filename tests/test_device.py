@@ -18,7 +18,7 @@ from inat_cnn.data.preprocessing import BatchTransform, Preprocessing
 from inat_cnn.data.synthetic import generate_synthetic
 from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.core import device as device_module
-from inat_cnn.evaluation.metrics import class_logits
+from inat_cnn.evaluation.predictions import class_logits
 from inat_cnn.training import distributed, loop
 from inat_cnn.core.device import arch_supported, choose_precision, select_device
 from inat_cnn.training.optim import make_optimizer, make_scheduler
@@ -190,7 +190,7 @@ def test_a_training_step_keeps_everything_on_a_non_cpu_device(prepared: Path, mo
     runner.train_epoch(loader, nn.CrossEntropyLoss(), optimizer, scheduler)
     assert summed == [meta] and all(p.device == meta for p in runner.model.parameters())
     evaluation = BatchLoader(open_prepared(prepared, "val"), 4, meta, BatchTransform(Preprocessing((32, 32), source_size=40), augment=False))
-    for x, _ in evaluation:  # the evaluation view and its test-time mirror, as evaluation/metrics.py predicts
+    for x, _ in evaluation:  # the evaluation view and its test-time mirror, as evaluation/predictions.py predicts
         assert class_logits(runner.model.eval(), x, tta=True).device == meta
 
 

@@ -26,7 +26,7 @@ from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.preprocessing import BatchTransform, square_image
 from inat_cnn.data.raw import build_raw_dataset
 from inat_cnn.data.synthetic import generate_synthetic
-from inat_cnn.evaluation.metrics import predict_probs
+from inat_cnn.evaluation.predictions import predict_probs
 from inat_cnn.models.pretrained.build import PretrainedModel, build_pretrained
 from inat_cnn.models.pretrained.freezing import apply_strategy, param_groups
 from inat_cnn.models.pretrained.weights import LITE0

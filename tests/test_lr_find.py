@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PLAIN_RECIPE, params_with, train_config
+from conftest import PLAIN_RECIPE, cli, params_with, train_config
 from test_train import SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
 
 from inat_cnn.core.errors import FieldError
 from inat_cnn.training.lr_find import lr_range_test
 
-INAT_CNN = Path(sys.executable).parent / "inat-cnn"
 PARAMS = params_with({
     "seed": 3,
     "model": {"blocks": 4, "filters": 16, "dense_units": 64, "input_size": 64},
@@ -28,8 +25,7 @@ def test_lr_find_suggests_a_rate_below_the_loss_minimum_and_writes_its_figure(tm
     (tmp_path / "data").mkdir()
     (tmp_path / "prepared").rename(tmp_path / "data" / "prepared")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    out = subprocess.run([str(INAT_CNN), "lr-find", "scratch", "--steps", "40", "--start", "1e-5", "--end", "10"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out = cli("lr-find", "scratch", "--steps", "40", "--start", "1e-5", "--end", "10", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     curve = json.loads((tmp_path / "plots/lr_find/scratch.json").read_text())
     assert (tmp_path / "plots/lr_find/scratch.png").stat().st_size > 10_000
@@ -44,7 +40,7 @@ def test_lr_find_suggests_a_rate_below_the_loss_minimum_and_writes_its_figure(tm
 
 def test_lr_find_without_the_prepared_data_or_with_bad_flags_is_one_clear_line(tmp_path: Path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
-    out = subprocess.run([str(INAT_CNN), "lr-find", "scratch"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = cli("lr-find", "scratch", cwd=tmp_path)
     assert out.returncode == 2 and "data/prepared" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     with pytest.raises(FieldError, match="start"):  # checked before anything is built
         lr_range_test(None, None, None, train_config(), seed=0, start=1.0, end=0.1)

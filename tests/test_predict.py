@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,12 @@ from inat_cnn.core.errors import UserError
 from inat_cnn.models.pretrained.build import build_pretrained
 from inat_cnn.models.pretrained.weights import LITE0
 from inat_cnn.evaluation.predict import predict_images
-from conftest import config, replace
+from conftest import INAT_CNN, cli, config, replace
 from test_train import FAST_TRAIN, train_small
 
 CLASSES = ["circles", "squares", "stripes"]
 TEST_PER_CLASS = 3
 TINY_MODEL = config(ScratchModelConfig, "model", blocks=3, filters=8, dense_units=16, dropout=0.1, input_size=48)
-INAT_CNN = Path(sys.executable).parent / "inat-cnn"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +47,7 @@ def _check_top(result: dict, k: int, class_names: list[str]) -> None:
 
 
 def inat_cnn(*args: str | Path) -> subprocess.CompletedProcess:
+    """The console script as a user runs it (the other CLI tests call it in-process: conftest's cli)."""
     return subprocess.run([str(INAT_CNN), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
@@ -115,11 +114,11 @@ def test_cli_errors_exit_2_with_one_line(scratch, tmp_path):
     ckpt, raw = scratch
     bad = tmp_path / "bad.jpg"
     bad.write_text("hello, I am text")
-    proc = inat_cnn("predict", ckpt, raw / "test" / "circles" / "0000.jpg", bad)
+    proc = cli("predict", ckpt, raw / "test" / "circles" / "0000.jpg", bad)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(f"error: {bad}: cannot be read as an image") and "Traceback" not in proc.stderr
 
-    proc = inat_cnn("predict", tmp_path / "missing.pt", bad)
+    proc = cli("predict", tmp_path / "missing.pt", bad)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {tmp_path / 'missing.pt'}: checkpoint not found"), proc.stderr
 
@@ -180,5 +179,5 @@ def test_tta_averages_each_image_with_its_mirror_image(scratch, tmp_path):
     expected = {c: (p + by_class(mirrored)[c]) / 2 for c, p in by_class(plain).items()}
     assert by_class(tta) == pytest.approx(expected, abs=1e-4)
     assert by_class(tta) != pytest.approx(by_class(plain), abs=1e-4)
-    out = inat_cnn("predict", ckpt, image, "--tta", "--json")
+    out = cli("predict", ckpt, image, "--tta", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)[0]["top"][0]["class"] == tta["top"][0]["class"]

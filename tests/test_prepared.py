@@ -56,7 +56,7 @@ def test_every_split_holds_each_image_once_as_its_decoded_square(prepared: Path,
         assert isinstance(split.images, np.memmap) and not split.images.flags.writeable  # read in place, never copied
         for i in (0, len(split) - 1):
             expected = square_image(decode_rgb(raw / source / split.paths[i]), 48)
-            assert torch.equal(split.image(i), expected), split.paths[i]
+            assert torch.equal(torch.from_numpy(split.image(i)), expected), split.paths[i]
             assert CLASSES[split.labels[i]] == split.paths[i].split("/")[0]
     assert counts == {"train": 13, "val": 5, "test": 6}
     assert read_meta(prepared / "test") == {"format": 2, "split": "test", "side": 48, "class_names": CLASSES, "count": 6}

@@ -14,7 +14,7 @@ from test_train import FAST_TRAIN, SMALL_MODEL, SMALL_SIZE, prepare, synthetic_r
 from inat_cnn.core.config import TrainConfig
 from inat_cnn.data.prepared import open_prepared
 from inat_cnn.data.preprocessing import Preprocessing
-from inat_cnn.evaluation.metrics import class_probs
+from inat_cnn.evaluation.predictions import class_probs
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
 from inat_cnn.models.scratch import ScratchCNN
 from inat_cnn.core.device import seed_everything

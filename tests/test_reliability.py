@@ -13,16 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, config, copy_project, project_copy, run, tool_env
-
-INAT_CNN = Path(sys.executable).parent / "inat-cnn"
-
-
-def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
+from conftest import REPO, cli, config, copy_project, one_error_line, project_copy, run, tool_env
 
 
 def _params_with(tmp_path: Path, change) -> Path:
@@ -80,8 +71,7 @@ def test_a_missing_or_null_section_or_an_unknown_key_is_one_line_in_the_stages(s
 )
 def test_a_missing_or_null_section_or_an_unknown_key_is_one_line_in_the_commands(args, change, message, tmp_path: Path):
     cwd = _params_with(tmp_path, change)
-    proc = subprocess.run([str(INAT_CNN), *args], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=120)
-    assert message in one_error_line(proc)
+    assert message in one_error_line(cli(*args, cwd=cwd))
 
 
 # ------------------------------------------------------------------ 2. temps of killed processes
@@ -281,20 +271,17 @@ def checkpoint(tmp_path: Path) -> Path:
 
 def test_predict_names_a_fifo_and_a_folder_given_as_checkpoint(checkpoint: Path, tmp_path: Path):
     os.mkfifo(tmp_path / "pipe.jpg")
-    line = one_error_line(subprocess.run([str(INAT_CNN), "predict", str(checkpoint), str(tmp_path / "pipe.jpg")],
-                                         capture_output=True, text=True, timeout=300))  # fmt: skip
+    line = one_error_line(cli("predict", checkpoint, tmp_path / "pipe.jpg"))
     assert line == f"error: {tmp_path / 'pipe.jpg'}: not a regular file: a named pipe (FIFO); give image files or folders of images"
     (tmp_path / "models").mkdir()
     from test_data_sources import jpeg_bytes
 
     (tmp_path / "photo.jpg").write_bytes(jpeg_bytes(1))
-    line = one_error_line(subprocess.run([str(INAT_CNN), "predict", str(tmp_path / "models"), str(tmp_path / "photo.jpg")],
-                                         capture_output=True, text=True, timeout=300))  # fmt: skip
+    line = one_error_line(cli("predict", tmp_path / "models", tmp_path / "photo.jpg"))
     assert line.startswith(f"error: {tmp_path / 'models'}: not a regular file: a folder, not a checkpoint file; give the .pt file")
 
 
 @pytest.mark.parametrize("size", [[0, 0], [1, 1], [3, 5000]])
 def test_impossible_model_input_sizes_are_one_line(size, tmp_path: Path):
     cwd = _params_with(tmp_path, lambda params: params["model"].update(input_size=size))
-    proc = subprocess.run([str(INAT_CNN), "model-size"], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=120)
-    assert "model.input_size" in one_error_line(proc)
+    assert "model.input_size" in one_error_line(cli("model-size", cwd=cwd))

@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..core.files import atomic_dir, write_json, write_text
 from .images import DEFAULT_LIMITS, ImageLimits, decode_rgb
-from .preprocessing import square_image
 from .split import Row, SplitRows, check_test_classes, class_rows, csv_text, read_split_csv
 
 FORMAT = 2  # 2: meta.json names the square's side "side"
@@ -45,6 +43,8 @@ def _write_images(
 ) -> None:
     """Decode + square-resize every row's image into ``out`` (a new .npy), ``workers`` threads at once;
     UserError naming the file for one that does not decode or whose header is beyond ``limits``."""
+    from .preprocessing import square_image  # here: readers of the cache (the report) never import torchvision
+
     images = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(len(rows), 3, side, side))
 
     def fill(index: int) -> None:
@@ -68,6 +68,8 @@ def prepare_dataset(
     train, val = _rows(train_csv), _rows(read_split_csv(split_dir / "val.csv"))
     check_test_classes(class_names, test_dir)  # test images are labelled in the training classes' order
     parts = {"train": (train, train_dir), "val": (val, train_dir), "test": (class_rows(test_dir, class_names), test_dir)}
+    import torch  # here, as square_image: reading the cache needs numpy alone
+
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the parallelism is one image per worker thread
@@ -111,9 +113,9 @@ class PreparedSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def image(self, index: int) -> torch.Tensor:
-        """Image ``index`` as a uint8 (3, S, S) tensor (a copy, for figures)."""
-        return torch.from_numpy(np.array(self.images[index]))
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index`` as a uint8 (3, S, S) array (a copy, for figures)."""
+        return np.array(self.images[index])
 
 
 def read_meta(split_dir: Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedShuffleSplit
 
 from ..core.errors import UserError
 from ..core.files import write_text
@@ -108,6 +107,8 @@ def stratified_split(train_dir: str | Path, val_fraction: float, seed: int, test
             f"data.val_fraction = {val_fraction}: {n_val} of {len(rows)} images would be held out, but every one of "
             f"the {len(classes)} classes needs at least 1 image in train and in val; change data.val_fraction or add images"
         )
+    from sklearn.model_selection import StratifiedShuffleSplit  # here: every stage reads splits, one makes them (0.7 s)
+
     splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
     train_idx, val_idx = next(splitter.split(np.zeros(len(rows)), labels))
     train = [rows[i] for i in train_idx]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..core.errors import FieldError, UserError
-from .metrics import softmax
+from .predictions import softmax
 
 ECE_BINS = 15
 # T is searched in [1/20, 20]: on a tiny split the model may be right on every image, and the NLL
@@ -161,7 +161,7 @@ def calibrate_checkpoint(
     from ..models.build import load_model
     from ..models.checkpoint import set_temperature
     from ..core.device import select_device
-    from .metrics import predict_logits
+    from .predictions import predict_logits
 
     model, spec, _ = load_model(checkpoint_path)
     [data] = open_prepared_splits(prepared_dir, [split], side=spec.preprocessing.source_size)

@@ -22,7 +22,8 @@ from ..data.preprocessing import Preprocessing
 from ..models.build import load_model
 from ..models.checkpoint import has_temperature, temperature_of
 from .calibration import measure_calibration
-from .metrics import classification_metrics, predict_logits, softmax
+from .metrics import classification_metrics
+from .predictions import predict_logits, softmax
 
 
 @dataclass

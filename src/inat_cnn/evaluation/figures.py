@@ -23,7 +23,8 @@ from ..viz.predictions import Prediction, confusion_matrix_png, prediction_grid,
 from ..viz.probe import first_conv, layer_activations
 from .calibration import ECE_BINS, reliability_bins
 from .evaluate import TestRun
-from .metrics import confusion, softmax
+from .metrics import confusion
+from .predictions import softmax
 
 
 def draw_test_figures(run: TestRun, cfg: EvaluateConfig, plots_dir: Path) -> None:
@@ -65,7 +66,7 @@ def _prediction_figures(run: TestRun, grid_cols: int, plots_dir: Path) -> None:
 def _model_figures(run: TestRun, cfg: EvaluateConfig, plots_dir: Path) -> None:
     """filters.png, feature_maps.png and guided_backprop.png of test image ``cfg.sample_index``."""
     model, pre, test = run.model, run.preprocessing, run.test
-    image = BatchTransform(pre, augment=False)(test.image(cfg.sample_index)[None])[0]
+    image = BatchTransform(pre, augment=False)(torch.from_numpy(test.image(cfg.sample_index))[None])[0]
     shown = (image * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]).clamp(0, 1)
     sample_name = test.paths[cfg.sample_index]
     conv = first_conv(model)

@@ -80,7 +80,7 @@ def predict_images(
     from ..models.build import load_model
     from ..models.checkpoint import temperature_of
     from ..core.device import select_device
-    from .metrics import class_probs
+    from .predictions import class_probs
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise FieldError("top_k", top_k, "is not allowed; expected an integer >= 1")

@@ -39,7 +39,6 @@ from typing import Any
 
 from ..core.config import ScratchModelConfig
 from ..core.errors import ConfigError
-from .activations import activation_class
 
 IN_CHANNELS = 3
 
@@ -110,6 +109,8 @@ def layer_table(cfg: ScratchModelConfig, num_classes: int) -> list[dict[str, Any
     Keys: layer, type, output_shape (C, H, W or features), params, flops.
     """
     check_num_classes(num_classes)
+    from .activations import activation_class  # here: the report reads the closed forms without torch
+
     act = activation_class(cfg.activation, "model.activation").__name__
     dense_act = activation_class(cfg.dense_activation, "model.dense_activation").__name__
     rows = []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import math
 import os
+from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -82,14 +82,16 @@ def png_bytes(fig: Figure, title: str | None = None, dpi: int = DPI) -> bytes:
     return buffer.getvalue()
 
 
-def to_display_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
+def to_display_image(image: Any) -> np.ndarray:
     """An image ready for ``imshow``: HWC (or HW) uint8, or float clipped to [0, 1].
 
     Accepts uint8 HWC (as loaded by PIL) or float CHW in [0, 1] (a ``ToTensor`` output),
     as numpy or torch, and 1-channel images. Mean/std-normalised tensors must be
     de-normalised by the caller first.
     """
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    # a tensor is recognised by its detach(), not isinstance: the compare and report stages draw
+    # without importing torch (1.5 s a process)
+    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = array.transpose(1, 2, 0)
     if array.ndim == 3 and array.shape[-1] == 1:
