@@ -211,7 +211,14 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root, printed.read_text()
 
 
+def copy_tree(src: Path, dest: Path) -> Path:
+    """``src`` copied to ``dest`` as `cp -a` does: the hard links between a DVC project's outs and its
+    cache stay links in the copy (shutil.copytree would make each a second file)."""
+    run(["cp", "-a", str(src), str(dest)], src.parent)
+    return dest
+
+
 @pytest.fixture
 def repo(reproduced: tuple[Path, str], tmp_path: Path) -> Path:
-    """This test's own copy of the reproduced project (its DVC cache, outs and git history included)."""
-    return Path(shutil.copytree(reproduced[0], tmp_path / "repo", symlinks=True))
+    """This test's own copy of the reproduced project (its DVC cache, linked outs and git history included)."""
+    return copy_tree(reproduced[0], tmp_path / "repo")

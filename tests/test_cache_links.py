@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_PARAMS, project_copy, run, set_params
+from conftest import run, set_params
 
 pytestmark = pytest.mark.e2e
 
@@ -56,9 +56,8 @@ def assert_linked(repo: Path, outs: tuple[str, ...]) -> None:
     assert copied <= 0.01 * total, f"{len(copies)} of {len(files)} out files ({copied} of {total} bytes) are copies: {copies[:3]}"
 
 
-def test_outs_are_links_to_the_cache_and_no_stage_edits_one_in_place(tmp_path: Path):
-    repo = project_copy(tmp_path / "repo", TINY_PARAMS)
-    run(["dvc", "repro", "evaluate_scratch"], repo)
+def test_outs_are_links_to_the_cache_and_no_stage_edits_one_in_place(repo: Path):
+    """``repo``: a `cp -a` copy of conftest's reproduced project, whose `dvc repro` linked every out."""
     assert_linked(repo, DATA_OUTS)
     before = cache_objects(repo)
     inodes = {f: f.stat().st_ino for f in files_of(repo, DATA_OUTS)}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_PARAMS, project_copy, run
+from conftest import run, set_params
+from test_pipeline_e2e import ran
 from test_train import prepare
 
 from inat_cnn.core.config import SyntheticConfig
@@ -95,11 +96,13 @@ def test_two_gloo_processes_end_with_identical_weights(prepared: Path, tmp_path:
 
 
 @pytest.mark.e2e
-def test_train_processes_2_runs_under_torchrun_inside_dvc_repro(tmp_path: Path):
+def test_train_processes_2_runs_under_torchrun_inside_dvc_repro(repo: Path):
     """`train.processes: 2`: the stage relaunches itself under torchrun (2 gloo processes on CPU) and
-    DVC records the outputs itself: no torchrun by hand, no `dvc commit`."""
-    repo = project_copy(tmp_path, {**TINY_PARAMS, "prepare.side": 40, "train.processes": 2})
+    DVC records the outputs itself: no torchrun by hand, no `dvc commit`. ``repo``: the reproduced
+    project (conftest), so its data stages are up to date and train_scratch alone runs."""
+    set_params(repo, {"train.processes": 2})
     proc = run(["dvc", "repro", "train_scratch"], repo, timeout=600)
+    assert ran(proc.stdout) == ["train_scratch"], proc.stdout
     assert "starting 2 processes" in proc.stdout, proc.stdout
     assert proc.stdout.count("epoch 2/2:") == 1, proc.stdout  # rank 0 alone prints and writes
     metrics = json.loads((repo / "metrics/details/train_scratch.json").read_text())

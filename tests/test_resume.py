@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_PARAMS, project_copy, replace, run, tool_env
+from conftest import TINY_PARAMS, copy_tree, project_copy, replace, run, tool_env
 from test_train import FAST_TRAIN, SMALL_MODEL, SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
 
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec
@@ -82,21 +82,16 @@ def test_a_resume_state_from_another_config_is_ignored(tmp_path: Path, synthetic
     assert "ignoring unreadable resume file" in capsys.readouterr().out
 
 
-KILL_PARAMS = {**TINY_PARAMS, "train.epochs": 5, "model.input_size": 64, "data.synthetic.train_per_class": 30}
-
-
-def _repo(tmp: Path) -> Path:
-    repo = project_copy(tmp, KILL_PARAMS)
-    run(["dvc", "repro", "stratified_split"], repo)
-    return repo
+KILL_PARAMS = {**TINY_PARAMS, "train.epochs": 5, "model.input_size": 64, "prepare.side": 64, "data.synthetic.train_per_class": 30}
 
 
 @pytest.mark.e2e
-def test_dvc_repro_killed_mid_training_resumes_and_matches_an_uninterrupted_run(tmp_path_factory):
-    reference = _repo(tmp_path_factory.mktemp("reference"))
+def test_dvc_repro_killed_mid_training_resumes_and_matches_an_uninterrupted_run(tmp_path: Path):
+    reference = project_copy(tmp_path / "reference", KILL_PARAMS)
+    run(["dvc", "repro", "prepare"], reference)
+    repo = copy_tree(reference, tmp_path / "killed")  # the same data stages, run once
     run(["dvc", "repro", "train_scratch"], reference)
 
-    repo = _repo(tmp_path_factory.mktemp("killed"))
     proc = subprocess.Popen(["dvc", "repro", "train_scratch"], cwd=repo, env=tool_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_PARAMS, project_copy, run
+from conftest import TINY_PARAMS, cli, project_copy, run
 from test_sweep import assert_png, experiment, exp_show, params_with
 
 from inat_cnn.core.errors import UserError
@@ -236,9 +236,9 @@ def test_bad_input_is_one_line_before_anything_is_queued(project, tmp_path):
 
     before = tasks()
     unknown = sweep_file(tmp_path, "  train.lrate: [0.1]\n")
-    proc = inat_cnn(project, "sweep", "run", str(unknown), "--trials", "1", check=False)
+    proc = cli("sweep", "run", unknown, "--trials", "1", cwd=project)  # in-process: nothing to queue
     assert proc.returncode == 2 and "params key 'train.lrate' is not a param of this pipeline" in proc.stderr
-    proc = inat_cnn(project, "sweep", "run", str(sweep_file(tmp_path, "  train.lr: [0.1]\n")), "--storage",
-                    "postgresql://nobody@127.0.0.1:1/x", check=False)
+    proc = cli("sweep", "run", sweep_file(tmp_path, "  train.lr: [0.1]\n"), "--storage", "postgresql://nobody@127.0.0.1:1/x",
+               cwd=project)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "cannot open the Optuna storage" in proc.stderr
     assert tasks() == before
