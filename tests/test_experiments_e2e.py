@@ -1,7 +1,8 @@
 """Real `dvc exp run` experiments on the reproduced pipeline (conftest's ``reproduced``), as a user
 compares runs: which stages an experiment re-runs, what `dvc exp show` prints, and `dvc plots diff`
-pages that draw offline. Each test works on its own copy of the repository (conftest's ``repo``). A module of its
-own so that pytest-xdist runs it beside test_pipeline_e2e.py, not after it.
+pages that draw offline. A test that runs dvc works on its own copy of the repository (conftest's ``repo``,
+or a copy of ``two_lrs``, the two experiments on train.lr that two tests read). A module of its own so
+that pytest-xdist runs it beside test_pipeline_e2e.py, not after it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run, tool_env
+from conftest import REPO, copy_tree, run, tool_env
 from test_pipeline_e2e import _chromium, ran
 
 pytestmark = pytest.mark.e2e
+
+LRS = {"lr-a": 0.01, "lr-b": 0.002}  # docs/pipeline.md's two experiments
+
+
+@pytest.fixture(scope="module")
+def two_lrs(reproduced: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A copy of the reproduced project with docs/pipeline.md's two experiments on train.lr run, and what each
+    `dvc exp run` printed. Its tests only read it; one that changes the repository does so in a copy."""
+    repo = copy_tree(reproduced[0], tmp_path_factory.mktemp("lrs") / "repo")
+    return repo, {name: run(["dvc", "exp", "run", "-S", f"train.lr={lr}", "-n", name], repo).stdout for name, lr in LRS.items()}
 
 LEADERBOARD_KEYS = {f"scratch_{k}" for k in ("val_acc", "epochs", "secs", "params", "test_acc", "test_f1", "ece")}
 
@@ -29,14 +40,16 @@ def test_an_evaluate_param_reruns_the_evaluations_and_the_report_only(repo: Path
     assert "Stage 'train_scratch' didn't change" in out and "Stage 'finetune' didn't change" in out
 
 
-def test_an_experiment_with_another_lr_shows_its_own_metrics(repo: Path):
-    out = run(["dvc", "exp", "run", "-S", "train.lr=1e-4", "-n", "lr-1e-4"], repo).stdout
-    assert ran(out) == ["train_scratch", "evaluate_scratch", "compare", "report"], out
+def test_an_experiment_with_another_lr_shows_its_own_metrics(two_lrs: tuple[Path, dict[str, str]]):
+    repo, outs = two_lrs
+    for out in outs.values():
+        assert ran(out) == ["train_scratch", "evaluate_scratch", "compare", "report"], out
     rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     names = {r["name"]: r for row in rows for e in (row.get("experiments") or []) for r in e.get("revs", [])}
-    assert "lr-1e-4" in names, json.dumps(rows)[:2000]
-    data = names["lr-1e-4"]["data"]
-    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 1e-4
+    assert set(LRS) <= set(names), json.dumps(rows)[:2000]
+    for name, lr in LRS.items():
+        assert names[name]["data"]["params"]["params.yaml"]["data"]["train"]["lr"] == lr
+    data = names["lr-a"]["data"]
     assert "scratch_val_acc" in data["metrics"]["metrics/train_scratch.json"]["data"]
     # the leaderboard: each changed metric and param a column under its bare key (no file:key), so
     # that, without the hash columns of the files that changed (named by path), the table fits 160 columns
@@ -47,7 +60,7 @@ def test_an_experiment_with_another_lr_shows_its_own_metrics(repo: Path):
     proc = subprocess.run(["dvc", "exp", "show", "--only-changed", "--drop", ".*/", "--no-pager"], cwd=repo,
                           env={**tool_env(), "COLUMNS": "160"}, capture_output=True, text=True, check=True)
     lines = proc.stdout.splitlines()
-    assert "lr-1e-4" in proc.stdout and "…" not in proc.stdout and max(map(len, lines)) <= 160, proc.stdout
+    assert all(name in proc.stdout for name in LRS) and "…" not in proc.stdout and max(map(len, lines)) <= 160, proc.stdout
 
 
 def test_a_finetune_experiment_with_freeze_all_trains_the_head_only(repo: Path):
@@ -128,15 +141,13 @@ def test_the_offline_plots_template_is_configured_and_holds_the_pinned_libraries
         assert f"{name}@{version} (" in (REPO / ".dvc/plots/offline-LICENSES.txt").read_text(encoding="utf8")
 
 
-def test_plots_diff_of_two_experiments_draws_offline(repo: Path, tmp_path: Path):
+def test_plots_diff_of_two_experiments_draws_offline(two_lrs: tuple[Path, dict[str, str]], tmp_path: Path):
     """`dvc plots diff <exp> <exp>` with the repository's template: each learning curve overlays both runs and
     each confusion matrix shows both, and every vega plot draws in Chromium with every non-file request
     aborted, without an error. DVC's default page, written from the same runs, asks the CDN and draws nothing."""
     _chromium()  # skip before training when there is no browser
     pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: pip install -e '.[test]'")
-    for name, lr in (("lr-a", 0.01), ("lr-b", 0.002)):
-        out = run(["dvc", "exp", "run", "evaluate_scratch", "-S", f"train.lr={lr}", "-n", name], repo).stdout
-        assert ran(out) == ["train_scratch", "evaluate_scratch"], out
+    repo = copy_tree(two_lrs[0], tmp_path / "repo")  # this test changes .dvc/config below
     run(["dvc", "plots", "diff", "lr-a", "lr-b", "-o", str(tmp_path / "offline")], repo)
     page = tmp_path / "offline/index.html"
     plots = _vega_plots(page)
