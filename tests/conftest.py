@@ -192,23 +192,28 @@ def project_copy(dest: Path, params: dict[str, object]) -> Path:
     return repo
 
 
-@pytest.fixture(scope="session")
-def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The project on TINY_PARAMS with the whole pipeline reproduced and committed, and what `dvc repro`
-    printed. Built once per test run by whichever pytest-xdist worker asks first (the others wait on a
-    lock in the run's shared temp folder); never changed: a test that runs dvc works on a copy."""
-    base = tmp_path_factory.getbasetemp()
+def built_once(factory: pytest.TempPathFactory, name: str, params: dict[str, object], *targets: str) -> tuple[Path, str]:
+    """The project on ``params`` with `dvc repro TARGETS` run (all stages where none) and committed, and what
+    `dvc repro` printed. Built once per test run by whichever pytest-xdist worker asks first (the others wait
+    on a lock in the run's shared temp folder); never changed: a test that runs dvc works on a copy (copy_tree)."""
+    base = factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # popen-gw<N>'s parent: one per run
-    root, printed = shared / "reproduced", shared / "reproduced.out"
-    with FileLock(str(shared / "reproduced.lock")):
+    root, printed = shared / name, shared / f"{name}.out"
+    with FileLock(str(shared / f"{name}.lock")):
         if not printed.exists():  # none yet, or a build that failed half-way: start again
             shutil.rmtree(root, ignore_errors=True)
-            repo = project_copy(root, TINY_PARAMS)
-            out = run(["dvc", "repro"], repo).stdout
+            repo = project_copy(root, params)
+            out = run(["dvc", "repro", *targets], repo).stdout
             run(["git", "add", "-A"], repo)
-            run(["git", "commit", "-qm", "pipeline run"], repo)
+            run(["git", "commit", "-qm", " ".join(["dvc repro", *targets])], repo)
             printed.write_text(out)
     return root, printed.read_text()
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The project on TINY_PARAMS with the whole pipeline reproduced and committed, and what `dvc repro` printed."""
+    return built_once(tmp_path_factory, "reproduced", TINY_PARAMS)
 
 
 def copy_tree(src: Path, dest: Path) -> Path:

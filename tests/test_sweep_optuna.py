@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_PARAMS, cli, project_copy, run
+from conftest import TINY_PARAMS, built_once, cli, copy_tree, run
 from test_sweep import assert_png, experiment, exp_show, params_with
 
 from inat_cnn.core.errors import UserError
@@ -159,13 +159,11 @@ def test_the_report_of_a_study_ranks_complete_trials_and_draws_the_pruned_curves
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A committed copy of the project on tiny params with its data stages run and locked."""
-    repo = project_copy(tmp_path_factory.mktemp("sweep") / "project",
-                        {**TINY_PARAMS, "data.synthetic.train_per_class": 6, "prepare.side": 32, "train.epochs": 2})
-    run(["dvc", "repro", "prepare"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "data stages"], repo)
-    return repo
+    """A committed copy of the project on tiny params with its data stages run and locked: the module's own
+    copy (its studies, queue and experiments) of one built once per test run."""
+    base, _ = built_once(tmp_path_factory, "sweep-project",
+                         {**TINY_PARAMS, "data.synthetic.train_per_class": 6, "prepare.side": 32, "train.epochs": 2}, "prepare")
+    return copy_tree(base, tmp_path_factory.mktemp("sweep") / "project")
 
 
 def inat_cnn(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
