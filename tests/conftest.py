@@ -31,6 +31,15 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.update(split, INAT_CNN_TESTS_SPLIT_CORES="1")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with real dvc runs (an `e2e` test) first, in pytest-randomly's order, then the others. pytest-xdist
+    hands out whole files in this order (pyproject: --dist loadfile --no-loadscope-reorder), so the long
+    files start early and the short unit-test files fill the end; by test count (xdist's default) the
+    files of one or two long tests came last, and one worker ran alone for a minute or more."""
+    heavy = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in heavy)  # stable: the order within each group stays
+
+
 # The recipe the small training tests were tuned on: no warm-up, label smoothing, weight averaging or
 # mixing, and short runs (params.yaml's are the pipeline's, tuned for the full demo run).
 PLAIN_RECIPE = {"epochs": 6, "batch_size": 32, "weight_decay": 1e-4, "warmup_epochs": 0, "label_smoothing": 0.0,

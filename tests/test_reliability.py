@@ -198,6 +198,7 @@ def test_workspace_root_is_the_folder_holding_dvcs_experiment_copies(tmp_path: P
     assert workspace_root(tmp_path / "repo/.dvc/tmp/exps/standalone/tmpab12/sub") == tmp_path / "repo"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("how", ["--temp", "--queue"])
 def test_a_relative_source_works_in_temp_and_queued_experiments(how: str, tmp_path: Path):
     from test_data_sources import inat_files, write_tree

@@ -24,7 +24,7 @@ from inat_cnn.core.errors import UserError
 from inat_cnn.sweep.pruning import trial_name
 from inat_cnn.sweep.queue import experiment_refs
 from inat_cnn.sweep.spec import load_sweep
-from inat_cnn.sweep.driver import Driver, dry_run, run_sweep
+from inat_cnn.sweep.driver import LOST_AFTER_S, NO_WORKER_GRACE_S, Driver, dry_run, lost, run_sweep
 from inat_cnn.sweep.space import clone_id, clone_seed, distributions, make_sampler
 from inat_cnn.sweep.storage import RETRY_ATTR, connect, heartbeat_settings
 from inat_cnn.sweep.study import open_study
@@ -75,6 +75,14 @@ def test_a_resumed_study_keeps_the_pruner_that_judged_its_trials(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_running_entry_without_a_process_is_lost_after_a_grace_even_with_no_worker_left():
+    """A worker that has just taken an entry may not have started its experiment (or its process file may
+    say stopped, see NO_WORKER_GRACE_S): queueing it again at once would run a live trial twice."""
+    assert not lost(1.0, workers=False) and not lost(NO_WORKER_GRACE_S - 0.1, workers=False)
+    assert lost(NO_WORKER_GRACE_S, workers=False)
+    assert not lost(LOST_AFTER_S - 0.1, workers=True) and lost(LOST_AFTER_S, workers=True)
+
+
 def test_a_trial_whose_driver_stopped_beating_is_failed_and_its_configuration_asked_again(tmp_path, capsys):
     sweep = load_sweep(sweep_file(tmp_path, "  train.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n"))
     url = f"sqlite:///{tmp_path}/s.db"

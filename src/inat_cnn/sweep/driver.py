@@ -50,6 +50,15 @@ from .study import check_params_known, check_study_name, open_study
 LOST_AFTER_S = 90.0
 """Seconds a queue entry may stay "Running" with no process running it (a worker sets an experiment up
 before it starts, and collects it after) before the driver takes it as lost and queues it again."""
+NO_WORKER_GRACE_S = 15.0
+"""The same when no queue worker seems to run. Not at once: on a busy machine a worker that has just taken
+the entry may not have started its experiment yet, and `dvc queue start` may start a second worker under
+the same name (its ping went unanswered) whose exit marks the first one's process file stopped."""
+
+
+def lost(waited_s: float, workers: bool, lost_after_s: float = LOST_AFTER_S) -> bool:
+    """Whether a "Running" queue entry that no experiment process has run for ``waited_s`` seconds is lost."""
+    return waited_s >= lost_after_s or (not workers and waited_s >= NO_WORKER_GRACE_S)
 
 
 @dataclass
@@ -108,14 +117,12 @@ class Driver:
 
     def stuck(self, task: Task, look: QueueSnapshot) -> bool:
         """Whether a "Running" entry is one that nothing runs: a worker took it as it shut down (DVC's
-        queue does not put such a message back) or died. True once no experiment process has run it
-        for ``lost_after_s`` seconds, or at a second look when no queue worker is left at all."""
+        queue does not put such a message back) or died (see :func:`lost`)."""
         if look.executor_alive(task.rev):
             self.suspects.pop(task.rev, None)
             return False
         now = time.monotonic()
-        since = self.suspects.setdefault(task.rev, now)
-        return now - since >= self.lost_after_s or (now > since and not look.workers)
+        return lost(now - self.suspects.setdefault(task.rev, now), look.workers, self.lost_after_s)
 
     def recover(self, number: int, name: str, task: Task) -> None:
         """A lost trial queued again under its name; DVC is told to mark the lost entry failed."""
