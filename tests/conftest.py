@@ -121,13 +121,16 @@ def cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
     exception main() does not turn into an exit code fails the test (a subprocess would print a traceback)."""
     from inat_cnn.cli import main
 
-    argv = [str(a) for a in args]
+    argv, here = [str(a) for a in args], Path.cwd()
     out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.chdir(cwd or Path.cwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
+    os.chdir(cwd or here)  # not contextlib.chdir: Python 3.10 is supported
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        os.chdir(here)
     return subprocess.CompletedProcess(["inat-cnn", *argv], code, out.getvalue(), err.getvalue())
 
 
