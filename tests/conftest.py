@@ -111,13 +111,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> 
     return proc
 
 
-INAT_CNN = Path(sys.executable).parent / "inat-cnn"  # the console script pip installed
-
-
 def cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`inat-cnn ARGS` run in this process (``inat_cnn.cli.main``), in ``cwd``: its exit code, stdout and
     stderr as a subprocess's. The same argv path without another 3 s of importing torch and torchvision;
-    the console script itself runs as a real process in test_cli_errors.py and test_predict.py. An
+    the console script itself runs as a real process (`run(["inat-cnn", ...])`) in test_cli_errors.py and test_predict.py. An
     exception main() does not turn into an exit code fails the test (a subprocess would print a traceback)."""
     from inat_cnn.cli import main
 

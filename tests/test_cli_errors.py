@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import INAT_CNN, cli, config, one_error_line
+from conftest import cli, config, one_error_line, run
 
 from inat_cnn.core.config import ScratchModelConfig
 from inat_cnn.models.checkpoint import SCRATCH_ARCH, ModelSpec, save_checkpoint
@@ -39,9 +38,7 @@ def test_predict_device_cuda_without_cuda_names_the_flag(checkpoint: Path, tmp_p
 
 def test_predict_top_k_names_the_flag(checkpoint: Path, tmp_path: Path):
     """The console script itself, as a user runs it: exit 2 and one line, no warning or traceback."""
-    proc = subprocess.run([str(INAT_CNN), "predict", str(checkpoint), str(_image(tmp_path)), "--top-k", "0"],
-                          capture_output=True, text=True, timeout=300)
-    line = one_error_line(proc)
+    line = one_error_line(run(["inat-cnn", "predict", str(checkpoint), str(_image(tmp_path)), "--top-k", "0"], tmp_path, check=False))
     assert "--top-k = 0 is not allowed" in line
 
 

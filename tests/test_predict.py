@@ -18,7 +18,7 @@ from inat_cnn.core.errors import UserError
 from inat_cnn.models.pretrained.build import build_pretrained
 from inat_cnn.models.pretrained.weights import LITE0
 from inat_cnn.evaluation.predict import predict_images
-from conftest import INAT_CNN, cli, config, replace
+from conftest import cli, config, replace, run, tool_env
 from test_train import FAST_TRAIN, train_small
 
 CLASSES = ["circles", "squares", "stripes"]
@@ -44,11 +44,6 @@ def _check_top(result: dict, k: int, class_names: list[str]) -> None:
     assert all(0.0 <= p <= 1.0 for p in probs) and sum(probs) <= 1.0 + 1e-5, result
     names = [t["class"] for t in result["top"]]
     assert len(set(names)) == k and set(names) <= set(class_names), result
-
-
-def inat_cnn(*args: str | Path) -> subprocess.CompletedProcess:
-    """The console script as a user runs it (the other CLI tests call it in-process: conftest's cli)."""
-    return subprocess.run([str(INAT_CNN), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def test_predict_a_file_and_a_folder(scratch):
@@ -90,7 +85,7 @@ def test_bad_inputs_are_user_errors_naming_them(scratch, tmp_path):
 def test_cli_prints_top_k_per_image(scratch):
     ckpt, raw = scratch
     folder = raw / "test" / "stripes"
-    proc = inat_cnn("predict", ckpt, folder, "--top-k", "2")
+    proc = run(["inat-cnn", "predict", str(ckpt), str(folder), "--top-k", "2"], ckpt.parent, check=False)  # the console script
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == TEST_PER_CLASS * 3  # a path line and two class lines per image
@@ -158,7 +153,7 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_an_error(scratch):
     JSON (more than a pipe buffer) is written."""
     ckpt, raw = scratch
     folders = " ".join([f"'{raw / 'test'}'"] * 300)
-    proc = subprocess.run(f"set -o pipefail; '{INAT_CNN}' predict '{ckpt}' {folders} --json | head -c 1",
+    proc = subprocess.run(f"set -o pipefail; inat-cnn predict '{ckpt}' {folders} --json | head -c 1", env=tool_env(),
                           shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=300)
     assert proc.stdout == "[" and proc.stderr == "", proc.stderr
     assert proc.returncode == 0
