@@ -1,9 +1,8 @@
 """download stage: data params -> data/raw/{train,test}/<class>/*, metrics/details/download.json."""
-from pathlib import Path
 
 from inat_cnn.core.config import DataConfig, from_dict
 from inat_cnn.core.files import write_json
-from inat_cnn.core.outputs import details_path
+from inat_cnn.core.outputs import DOWNLOADS, RAW, details_path
 from inat_cnn.core.stage_runner import run_stage, seed_param, workspace_root
 
 
@@ -14,7 +13,7 @@ def main(params: dict) -> None:
     from inat_cnn.data.raw import build_raw_dataset
 
     # a relative data.source is relative to the workspace, also in a queued or --temp experiment
-    report = build_raw_dataset(cfg, seed_param(params), Path("data/raw"), Path("data/downloads"), workspace_root())
+    report = build_raw_dataset(cfg, seed_param(params), RAW, DOWNLOADS, workspace_root())
     print(report["test_folder_note"])
     write_json(details_path("download"), report)
 

@@ -9,11 +9,10 @@ dvclive/evaluate_<model>/ (confusion data) and plots/<model>/ (figures).
 """
 
 import argparse
-from pathlib import Path
 
 from inat_cnn.core.config import EvaluateConfig, from_dict
 from inat_cnn.core.errors import fields_named
-from inat_cnn.core.outputs import ModelFiles, write_test_results
+from inat_cnn.core.outputs import PREPARED, ModelFiles, write_test_results
 from inat_cnn.core.stage_runner import run_stage
 
 
@@ -29,7 +28,7 @@ def main(params: dict) -> None:
 
     files = ModelFiles(name)
     with fields_named("params: evaluate."):
-        run = evaluate_checkpoint(files.checkpoint, Path("data/prepared"), cfg, live_dir=files.test_live)
+        run = evaluate_checkpoint(files.checkpoint, PREPARED, cfg, live_dir=files.test_live)
         draw_test_figures(run, cfg, files.figures)
     metrics = run.metrics
     print(f"{name}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f} on {metrics['num_images']} images")

@@ -1,10 +1,9 @@
 """prepare stage: data/split + data/raw + prepare params, data.max_image_pixels, data.max_aspect_ratio
 -> data/prepared (decode-once uint8 cache), metrics/details/prepare.json."""
-from pathlib import Path
 
 from inat_cnn.core.config import DataConfig, PrepareConfig, from_dict
 from inat_cnn.core.files import write_json
-from inat_cnn.core.outputs import details_path
+from inat_cnn.core.outputs import PREPARED, RAW, SPLIT, details_path
 from inat_cnn.core.stage_runner import run_stage
 
 
@@ -17,7 +16,7 @@ def main(params: dict) -> None:
     from inat_cnn.data.prepared import prepare_dataset
 
     report = prepare_dataset(
-        Path("data/split"), Path("data/raw/train"), Path("data/raw/test"), Path("data/prepared"),
+        SPLIT, RAW / "train", RAW / "test", PREPARED,
         side=cfg.side, workers=cfg.workers, limits=ImageLimits.of(data),
     )
     print(f"prepared {report['counts']} as {cfg.side}x{cfg.side} squares in {report['seconds']} s "

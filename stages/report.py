@@ -11,6 +11,7 @@ from pathlib import Path
 
 from inat_cnn.core.config import ReportConfig, ScratchModelConfig, from_dict
 from inat_cnn.core.files import write_text
+from inat_cnn.core.outputs import REPORT_HTML
 from inat_cnn.core.stage_runner import run_stage
 
 
@@ -25,8 +26,8 @@ def main(params: dict) -> None:
 
     context = report_context(ReportSources(Path("."), models), cfg, scratch, params, Path("dvc.lock"))
     html = render_report(context)
-    write_text("reports/index.html", html)
-    print(f"reports/index.html: {len(html.encode()) / 1e6:.1f} MB, {html.count('<img ')} figures; open it in a browser")
+    write_text(REPORT_HTML, html)
+    print(f"{REPORT_HTML}: {len(html.encode()) / 1e6:.1f} MB, {html.count('<img ')} figures; open it in a browser")
 
 
 if __name__ == "__main__":

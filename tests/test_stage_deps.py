@@ -130,3 +130,29 @@ def test_no_params_key_is_ignored_by_dvcs_run_cache():
 
     walk(params)
     assert not bad, f"params keys DVC's run cache ignores: {bad}"
+
+
+def _declared(stage: str) -> list[str]:
+    """A stage's outs, then its metrics, as dvc.yaml spells them."""
+    entries = [*STAGES[stage].get("outs", []), *STAGES[stage].get("metrics", [])]
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+
+def test_dvc_yaml_declares_the_paths_the_code_writes():
+    """dvc.yaml spells every output for DVC; the code spells them once, in core/outputs.py. They agree,
+    for every registered model (its training stage found by its checkpoint) and every other stage."""
+    from inat_cnn.core import outputs as o
+    from inat_cnn.models.registry import REGISTRY
+
+    posix = lambda paths: [Path(p).as_posix() for p in paths]  # noqa: E731
+    for name in REGISTRY:
+        files = o.ModelFiles(name)
+        (train,) = [s for s in STAGES if files.checkpoint.as_posix() in _declared(s)]
+        assert _declared(train) == posix(files.train_outs()), train
+        assert _declared(f"evaluate_{name}") == posix(files.evaluate_outs()), name
+    assert _declared("download") == posix([o.RAW, o.details_path("download")])
+    assert _declared("stratified_split") == posix([o.SPLIT, o.details_path("split")])
+    assert _declared("prepare") == posix([*(o.PREPARED / s for s in ("train", "val", "test")), o.details_path("prepare")])
+    assert _declared("compare") == posix([o.COMPARE_MD, o.COMPARE_PLOTS, o.details_path("compare")])
+    assert _declared("report") == posix([o.REPORT_HTML])
+    assert o.SWEEP_PLOTS.as_posix() in STAGES["report"]["deps"]  # the page shows the last sweep report

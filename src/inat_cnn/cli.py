@@ -9,6 +9,7 @@ import sys
 from importlib.metadata import version
 
 from .core.errors import UserError, fields_named
+from .core.outputs import LR_FIND_PLOTS, PREPARED
 from .sweep.cli import add_sweep_commands
 
 EXPORT_HELP = (
@@ -90,14 +91,14 @@ def _lr_find(args: argparse.Namespace) -> None:
     from .training.lr_find import lr_range_test
     from .viz.lr_find import lr_finding_plot
 
-    train = open_prepared(Path("data/prepared"), "train")
+    train = open_prepared(PREPARED, "train")
     seed_everything(seed)
     with fields_named(f"params: {entry.sections[-1]}."):
         built = entry.build(arch, cfg, train.class_names, train.side)
     model, spec, groups = built.model, built.spec, built.param_groups
     with fields_named({"start": "--start", "steps": "--steps"}):
         finding = lr_range_test(model, spec, train, cfg, seed=seed, param_groups=groups, start=args.start, end=args.end, steps=args.steps)
-    out = Path(args.out or f"plots/lr_find/{args.model}.png")
+    out = Path(args.out) if args.out else LR_FIND_PLOTS / f"{args.model}.png"
     lr_finding_plot(finding.lrs, finding.losses, finding.suggestion, out, f"lr range test: {spec.arch}, {len(finding.lrs)} steps")
     write_json(out.with_suffix(".json"), finding.to_dict())
     print(f"suggested {section}.lr: {finding.suggestion:.2g} (loss lowest at {10 * finding.suggestion:.2g}; "

@@ -1,4 +1,4 @@
-"""Where the stages write: the one place the pipeline's output paths are spelled.
+"""Where the stages write: the one place the code spells the pipeline's paths (dvc.yaml declares the same ones).
 
 DVC metrics are a leaderboard, so that ``dvc exp show`` answers "which run is best" at a glance: per
 model, ``metrics/train_<name>.json`` (:func:`train_headline`: validation accuracy, the ranking figure;
@@ -20,6 +20,39 @@ from .files import write_json
 METRICS = Path("metrics")
 DETAILS = METRICS / "details"
 
+# The data stages' folders: download -> RAW (its archive kept in DOWNLOADS), stratified_split -> SPLIT,
+# prepare -> PREPARED (a folder per split: train, val, test).
+RAW = Path("data/raw")
+DOWNLOADS = Path("data/downloads")
+SPLIT = Path("data/split")
+PREPARED = Path("data/prepared")
+
+# Figures, by file name. Each model's evaluate stage draws these in ModelFiles.figures:
+CONFUSION_PNG = "confusion_matrix.png"
+PREDICTIONS_PNG = "predictions_grid.png"
+RELIABILITY_PNG = "reliability.png"
+FILTERS_PNG = "filters.png"
+FEATURE_MAPS_PNG = "feature_maps.png"
+GUIDED_BACKPROP_PNG = "guided_backprop.png"
+
+# The compare stage's outputs (and its details_path("compare")), the report stage's page:
+COMPARE_MD = Path("reports/compare.md")
+COMPARE_PLOTS = Path("plots/compare")
+LEARNING_CURVES_PNG = "learning_curves.png"
+PER_CLASS_PNG = "per_class_accuracy.png"
+REPORT_HTML = Path("reports/index.html")
+
+# What `inat-cnn sweep report` writes (not a stage: the report stage shows it when it is there), and lr-find's figures:
+SWEEP_PLOTS = Path("plots/sweep")
+SWEEP_MD = Path("reports/sweep.md")
+SWEEP_SUMMARY = SWEEP_PLOTS / "summary.json"
+METRIC_VS_CREATED_PNG = "metric_vs_created.png"
+PARALLEL_COORDINATES_PNG = "parallel_coordinates.png"
+IMPORTANCE_PNG = "importance.png"
+IMPORTANCE_CSV = "importance.csv"
+TRIAL_CURVES_PNG = "trial_curves.png"
+LR_FIND_PLOTS = Path("plots/lr_find")
+
 
 def details_path(stem: str, root: Path = Path(".")) -> Path:
     """``metrics/details/<stem>.json``: a stage's full report (download, split, prepare, compare, ...)."""
@@ -37,6 +70,11 @@ class ModelFiles:
     @property
     def train_metrics(self) -> Path:
         return self.root / METRICS / f"train_{self.name}.json"
+
+    @property
+    def ranking_metric(self) -> str:
+        """``metrics/train_<name>.json:<name>_val_acc`` (FILE:KEY): what sweeps rank this model's runs by."""
+        return f"{self.train_metrics.as_posix()}:{self.name}_val_acc"
 
     @property
     def test_metrics(self) -> Path:
@@ -73,6 +111,14 @@ class ModelFiles:
     @property
     def test_confusion(self) -> Path:
         return self.test_live / "plots" / "sklearn" / "confusion_matrix.json"
+
+    def train_outs(self) -> list[Path]:
+        """What its training stage declares in dvc.yaml: outs, then the leaderboard metric (a test checks)."""
+        return [self.checkpoint, self.train_live, *(self.details(k) for k in ("model", "train", "timing")), self.train_metrics]
+
+    def evaluate_outs(self) -> list[Path]:
+        """What its evaluate stage declares in dvc.yaml: outs, then the leaderboard metric."""
+        return [self.figures, self.test_live, self.details("evaluate"), self.test_metrics]
 
 
 def train_headline(name: str, fit: dict[str, Any], timing: dict[str, Any], params: int) -> dict[str, Any]:

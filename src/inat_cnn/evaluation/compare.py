@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from ..core.outputs import ModelFiles
+from ..core.outputs import COMPARE_MD, COMPARE_PLOTS, LEARNING_CURVES_PNG, PER_CLASS_PNG, ModelFiles
 
 COLUMNS = (
     ("test_accuracy", "test accuracy", "{:.3f}"),
@@ -100,6 +101,11 @@ def markdown_table(models: list[ModelSummary]) -> str:
     return "\n".join(lines)
 
 
+def _from_report(figure: str) -> str:
+    """``figure`` of plots/compare/ as reports/compare.md links it (relative, so it renders where the repo is)."""
+    return Path(os.path.relpath(COMPARE_PLOTS / figure, COMPARE_MD.parent)).as_posix()
+
+
 def markdown_report(models: list[ModelSummary]) -> str:
     classes = list(models[0].per_class_accuracy)
     per_class = ["| class | " + " | ".join(m.name for m in models) + " |", "|---|" + "---|" * len(models)]
@@ -115,6 +121,6 @@ def markdown_report(models: list[ModelSummary]) -> str:
         + markdown_table(models)
         + "\n\n## Per-class test accuracy (recall)\n\n"
         + "\n".join(per_class)
-        + "\n\n![learning curves](../plots/compare/learning_curves.png)\n"
-        "![per-class accuracy](../plots/compare/per_class_accuracy.png)\n"
+        + f"\n\n![learning curves]({_from_report(LEARNING_CURVES_PNG)})\n"
+        f"![per-class accuracy]({_from_report(PER_CLASS_PNG)})\n"
     )

@@ -1,9 +1,9 @@
 """The evaluate stages' figures, drawn by :mod:`inat_cnn.viz` from a :class:`.evaluate.TestRun`.
 
-In ``plots_dir``: confusion_matrix.png, predictions_grid.png (one row per class, ``grid_cols`` images
-each), reliability.png (ECE bins before and after the checkpoint's temperature), filters.png (first
-conv), feature_maps.png (first activation, test image ``sample_index``) and guided_backprop.png
-(``guided_backprop_neurons`` channels of the last conv block).
+In ``plots_dir`` (file names: core.outputs): the confusion matrix, the predictions grid (one row per
+class, ``grid_cols`` images each), the reliability diagram (ECE bins before and after the checkpoint's
+temperature), the first conv's filters, the first activation's feature maps (test image ``sample_index``)
+and guided back-propagation (``guided_backprop_neurons`` channels of the last conv block).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import torch
 from torch import nn
 
 from ..core.config import EvaluateConfig
+from ..core.outputs import (
+    CONFUSION_PNG, FEATURE_MAPS_PNG, FILTERS_PNG, GUIDED_BACKPROP_PNG, PREDICTIONS_PNG, RELIABILITY_PNG,
+)
 from ..data.preprocessing import BatchTransform
 from ..models.activations import is_activation
 from ..viz.calibration import reliability_diagram
@@ -49,18 +52,18 @@ def _prediction_figures(run: TestRun, grid_cols: int, plots_dir: Path) -> None:
     """confusion_matrix.png, predictions_grid.png and reliability.png (the after panel only where T was fitted)."""
     names, labels, probs, temperature = run.names, run.labels, run.probs, run.temperature
     preds = probs.argmax(1)
-    confusion_matrix_png(confusion(labels, preds, len(names)), names, plots_dir / "confusion_matrix.png",
+    confusion_matrix_png(confusion(labels, preds, len(names)), names, plots_dir / CONFUSION_PNG,
                          title="test confusion matrix")
     rows = [
         [Prediction(run.test.image(i), int(labels[i]), int(preds[i]), float(probs[i, preds[i]])) for i in indices]
         for indices in select_grid_samples(labels, len(names), grid_cols)
     ]
     confidence = f"confidence at temperature {temperature:.3g}" if temperature else "raw confidence: temperature not fitted"
-    prediction_grid(rows, names, plots_dir / "predictions_grid.png", cols=grid_cols, title=f"test predictions ({confidence})")
+    prediction_grid(rows, names, plots_dir / PREDICTIONS_PNG, cols=grid_cols, title=f"test predictions ({confidence})")
     series = {"before (T = 1)": reliability_bins(softmax(run.logits), labels, ECE_BINS)}
     if temperature:
         series[f"after (T = {temperature:.3g}, fitted on val)"] = reliability_bins(probs, labels, ECE_BINS)
-    reliability_diagram(series, plots_dir / "reliability.png", title=f"reliability on the test set ({ECE_BINS} bins)")
+    reliability_diagram(series, plots_dir / RELIABILITY_PNG, title=f"reliability on the test set ({ECE_BINS} bins)")
 
 
 def _model_figures(run: TestRun, cfg: EvaluateConfig, plots_dir: Path) -> None:
@@ -70,14 +73,14 @@ def _model_figures(run: TestRun, cfg: EvaluateConfig, plots_dir: Path) -> None:
     shown = (image * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]).clamp(0, 1)
     sample_name = test.paths[cfg.sample_index]
     conv = first_conv(model)
-    filter_grid(conv.weight.detach().cpu(), plots_dir / "filters.png", title=f"first conv layer: {conv.out_channels} filters")
+    filter_grid(conv.weight.detach().cpu(), plots_dir / FILTERS_PNG, title=f"first conv layer: {conv.out_channels} filters")
     feature_map_grid(
-        layer_activations(model, image, _first_activation(model)), plots_dir / "feature_maps.png",
+        layer_activations(model, image, _first_activation(model)), plots_dir / FEATURE_MAPS_PNG,
         image=shown, title=f"first-layer activations\n{sample_name}",
     )
     target = _last_conv_layer(model)
     channels = top_channels(model, image, target, cfg.guided_backprop_neurons)
     guided_backprop_grid(
-        guided_backprop(model, image, target, channels), channels, plots_dir / "guided_backprop.png",
+        guided_backprop(model, image, target, channels), channels, plots_dir / GUIDED_BACKPROP_PNG,
         title=f"guided backprop\nlast conv block\n{sample_name}",
     )

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..core.config import ReportConfig, ScratchModelConfig
+from ..core.outputs import COMPARE_PLOTS, PREPARED, SWEEP_PLOTS
 from ..data.prepared import open_prepared
 from ..evaluation.compare import model_summary, table_rows
 from ..models.size import (
@@ -90,7 +91,7 @@ def report_context(
 ) -> dict[str, Any]:
     """Everything the template shows, from the files of ``sources`` (see :mod:`.sources`)."""
     counts = data_counts(sources)
-    train = open_prepared(sources.path("data", "prepared"), "train")
+    train = open_prepared(sources.path(PREPARED), "train")
     records = {name: model_record(sources, name) for name in sources.models}
     summaries = [model_summary(sources.model_files(name)) for name in sources.models]
     sweep = sweep_summary(sources)
@@ -99,14 +100,14 @@ def report_context(
                  "observations": observations.data_observations(counts)},
         "models": [_model_section(sources, name, records[name], scratch_model) for name in sources.models],
         "sweep": sweep and {
-            **sweep, "figures": _figures(sources.path("plots", "sweep"), SWEEP_FIGURES),
+            **sweep, "figures": _figures(sources.path(SWEEP_PLOTS), SWEEP_FIGURES),
             "observations": observations.sweep_observations(sweep),
         },
         "sweep_command": SWEEP_COMMAND,
         "comparison": {
             "models": [s.name for s in summaries],
             "rows": [{"label": label, "cells": cells} for label, cells in table_rows(summaries)],
-            "figures": _figures(sources.path("plots", "compare"), COMPARE_FIGURES),
+            "figures": _figures(sources.path(COMPARE_PLOTS), COMPARE_FIGURES),
             "observations": observations.comparison_observations(records),
         },
         "provenance": {**git_commit(sources.root), "outputs": lock_outputs(lock_file),

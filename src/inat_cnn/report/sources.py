@@ -1,7 +1,7 @@
 """What the report reads: the pipeline's files, by model and by stage, as plain data.
 
 Every path is relative to :attr:`ReportSources.root`; every model writes the layout of
-:class:`~inat_cnn.core.outputs.ModelFiles`. A missing file is a :class:`UserError`
+:class:`~inat_cnn.core.outputs.ModelFiles`. A missing file is a :class:`~inat_cnn.core.errors.UserError`
 naming it and the stage that writes it, except the optional ones (a sweep, calibration).
 """
 
@@ -16,29 +16,32 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import UserError
-from ..core.outputs import ModelFiles, details_path
+from ..core.outputs import (
+    CONFUSION_PNG, FEATURE_MAPS_PNG, FILTERS_PNG, GUIDED_BACKPROP_PNG, IMPORTANCE_PNG, LEARNING_CURVES_PNG,
+    METRIC_VS_CREATED_PNG, PARALLEL_COORDINATES_PNG, PER_CLASS_PNG, PREDICTIONS_PNG, RELIABILITY_PNG, SWEEP_SUMMARY,
+    TRIAL_CURVES_PNG, ModelFiles, details_path,
+)
 from ..evaluation.compare import read_curve, read_json
 
 # the figures of plots/<model>/ in the order the page shows them, with their captions
 MODEL_FIGURES = (
-    ("confusion_matrix.png", "Confusion matrix (test set)"),
-    ("predictions_grid.png", "Predictions: one row per class, true label above each image, green when right"),
-    ("filters.png", "First-layer filters"),
-    ("feature_maps.png", "First-layer feature maps of one test image"),
-    ("guided_backprop.png", "Guided back-propagation of last-block neurons"),
+    (CONFUSION_PNG, "Confusion matrix (test set)"),
+    (PREDICTIONS_PNG, "Predictions: one row per class, true label above each image, green when right"),
+    (FILTERS_PNG, "First-layer filters"),
+    (FEATURE_MAPS_PNG, "First-layer feature maps of one test image"),
+    (GUIDED_BACKPROP_PNG, "Guided back-propagation of last-block neurons"),
 )
-CALIBRATION_FIGURE = ("reliability.png", "Reliability diagram (test set)")
+CALIBRATION_FIGURE = (RELIABILITY_PNG, "Reliability diagram (test set)")
 COMPARE_FIGURES = (
-    ("learning_curves.png", "Validation accuracy per epoch"),
-    ("per_class_accuracy.png", "Per-class test accuracy (recall)"),
+    (LEARNING_CURVES_PNG, "Validation accuracy per epoch"),
+    (PER_CLASS_PNG, "Per-class test accuracy (recall)"),
 )
 # plots/sweep/summary.json (written by `inat-cnn sweep report`) and its figures
 SWEEP_FIGURES = (
-    ("metric_vs_created.png", "Validation accuracy by trial (in the order they were created)"),
-    ("parallel_coordinates.png", "Parallel coordinates: each line a trial, coloured by validation accuracy"),
-    ("importance.png", "Parameter importance"),
-    ("trial_curves.png", "Every trial's validation accuracy per epoch (pruned trials in red)"),
+    (METRIC_VS_CREATED_PNG, "Validation accuracy by trial (in the order they were created)"),
+    (PARALLEL_COORDINATES_PNG, "Parallel coordinates: each line a trial, coloured by validation accuracy"),
+    (IMPORTANCE_PNG, "Parameter importance"),
+    (TRIAL_CURVES_PNG, "Every trial's validation accuracy per epoch (pruned trials in red)"),
 )
 
 
@@ -49,8 +52,9 @@ class ReportSources:
     root: Path = Path(".")
     models: tuple[str, ...] = ("scratch", "finetune")
 
-    def path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
+    def path(self, relative: Path) -> Path:
+        """``relative`` (a path of core.outputs) in this repository."""
+        return self.root / relative
 
     def model_files(self, name: str) -> ModelFiles:
         return ModelFiles(name, self.root)
@@ -86,7 +90,7 @@ def _curve(tsv: Path) -> list[float]:
 
 def sweep_summary(sources: ReportSources) -> dict[str, Any] | None:
     """plots/sweep/summary.json when `inat-cnn sweep report` has written one, else None."""
-    path = sources.path("plots", "sweep", "summary.json")
+    path = sources.path(SWEEP_SUMMARY)
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.outputs import SWEEP_MD, SWEEP_PLOTS
 from .pruning import DEFAULT_PRUNER, PRUNERS
 from .queue import exp_show_json
 from .report import sweep_report
@@ -40,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     _print_best(study)
     if any(t.state.name == "COMPLETE" for t in study.trials):  # the study's report, for `dvc repro report`
         try:
-            _write_report(study, sweep, sweep.metric, sweep.goal, Path("plots/sweep"), Path("reports/sweep.md"), top=10)
+            _write_report(study, sweep, sweep.metric, sweep.goal, SWEEP_PLOTS, SWEEP_MD, top=10)
         except UserError as exc:  # the study is done either way: e.g. `dvc exp show` tripped over another run's files
             print(f"the sweep report could not be written now ({exc}); run `inat-cnn sweep report`", flush=True)
 
@@ -180,8 +181,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--sweep", metavar="SWEEP_FILE", help="only its params count as swept; its metric, goal and name are the defaults")
     report.add_argument("--minimize", action="store_true", help="lower is better (a loss)")
     report.add_argument("--top", type=int, default=10, help="rows in the report's top table (default: 10)")
-    report.add_argument("--out", default="plots/sweep", help="figure folder (default: plots/sweep)")
-    report.add_argument("--md", default="reports/sweep.md", help="report file (default: reports/sweep.md)")
+    report.add_argument("--out", default=str(SWEEP_PLOTS), help=f"figure folder (default: {SWEEP_PLOTS})")
+    report.add_argument("--md", default=str(SWEEP_MD), help=f"report file (default: {SWEEP_MD})")
     _study_flags(report)
     report.set_defaults(func=_cmd_report)
 

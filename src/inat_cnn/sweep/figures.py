@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.outputs import IMPORTANCE_PNG, METRIC_VS_CREATED_PNG, PARALLEL_COORDINATES_PNG, TRIAL_CURVES_PNG
+
 from .importance import Column, hashable, value_label
 from .metric import metric_label
 from .ranking import Ranking
@@ -177,15 +179,15 @@ def write_figures(ranking: Ranking, columns: Sequence[Column], rows: list[dict[s
                   higher_is_better: bool, out_dir: Path) -> list[str]:
     """The report's figures in ``out_dir`` (made here); returns their file names."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_metric_vs_created(ranking.used, metric, higher_is_better, out_dir / "metric_vs_created.png")
-    plot_parallel_coordinates(ranking.used, columns, metric, out_dir / "parallel_coordinates.png")
-    figures = ["metric_vs_created.png", "parallel_coordinates.png"]
+    plot_metric_vs_created(ranking.used, metric, higher_is_better, out_dir / METRIC_VS_CREATED_PNG)
+    plot_parallel_coordinates(ranking.used, columns, metric, out_dir / PARALLEL_COORDINATES_PNG)
+    figures = [METRIC_VS_CREATED_PNG, PARALLEL_COORDINATES_PNG]
     if rows:
-        plot_importance(rows, metric, out_dir / "importance.png")
-        figures.append("importance.png")
-    elif (out_dir / "importance.png").exists():
-        (out_dir / "importance.png").unlink()  # a stale figure from an earlier, larger sweep
+        plot_importance(rows, metric, out_dir / IMPORTANCE_PNG)
+        figures.append(IMPORTANCE_PNG)
+    elif (out_dir / IMPORTANCE_PNG).exists():
+        (out_dir / IMPORTANCE_PNG).unlink()  # a stale figure from an earlier, larger sweep
     if ranking.trials:
-        plot_trial_curves(ranking.trials, metric_label(metric), out_dir / "trial_curves.png")
-        figures.append("trial_curves.png")
+        plot_trial_curves(ranking.trials, metric_label(metric), out_dir / TRIAL_CURVES_PNG)
+        figures.append(TRIAL_CURVES_PNG)
     return figures

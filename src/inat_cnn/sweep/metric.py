@@ -14,8 +14,9 @@ import posixpath
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.outputs import ModelFiles, details_path
 
-DEFAULT_METRIC = "metrics/train_scratch.json:scratch_val_acc"
+DEFAULT_METRIC = ModelFiles("scratch").ranking_metric
 """The best epoch's accuracy on the validation split, written by the train_scratch stage."""
 
 LEGACY_KEYS = {"_val_acc": "best_val_acc", "_test_acc": "accuracy", "_epochs": "epochs_run",
@@ -23,8 +24,8 @@ LEGACY_KEYS = {"_val_acc": "best_val_acc", "_test_acc": "accuracy", "_epochs": "
 """Leaderboard keys (``<model>_val_acc``) -> the key the same number had in experiments run before
 the metrics became a leaderboard, so a sweep report still ranks them."""
 
-TEST_METRIC_FILES = ("metrics/evaluate_*.json", "metrics/compare.json", "metrics/details/evaluate_*.json",
-                     "metrics/details/compare.json")
+TEST_METRIC_FILES = (ModelFiles("*").test_metrics.as_posix(), "metrics/compare.json",
+                     ModelFiles("*").details("evaluate").as_posix(), details_path("compare").as_posix())
 """Files computed from the test split (the evaluate stages' leaderboard rows and details, and compare,
 which reads them; metrics/compare.json is where older experiments have it): never a sweep's ranking metric."""
 
@@ -61,7 +62,7 @@ def _model(file: str) -> str | None:
 def validation_metric_for(metric: str) -> str:
     """The validation metric to rank by instead: ``metrics/train_<model>.json:<model>_val_acc``."""
     model = _model(parse_metric(metric)[0])
-    return f"metrics/train_{model}.json:{model}_val_acc" if model else DEFAULT_METRIC
+    return ModelFiles(model).ranking_metric if model else DEFAULT_METRIC
 
 
 def refuse_test_metric(metric: str, where: str = "metric") -> None:

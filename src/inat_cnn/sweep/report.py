@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.files import write_json, write_text
+from ..core.outputs import IMPORTANCE_CSV, SWEEP_SUMMARY
 from .figures import write_figures
 from .importance import param_importance, value_label, write_importance_csv
 from .metric import metric_label, refuse_test_metric, reported_test_metric
@@ -73,7 +74,7 @@ def sweep_report(
     ranking = rank_experiments(exp_show_json, metric, higher_is_better, study)
     columns, rows, note = param_importance(ranking.used, keys, seed)
     figures = write_figures(ranking, columns, rows, metric, higher_is_better, out_dir)
-    write_importance_csv(rows, out_dir / "importance.csv")
+    write_importance_csv(rows, out_dir / IMPORTANCE_CSV)
     study_facts = _study_facts(study, ranking.trials, ranking.exps) if study is not None else {}
     md = _markdown(ranking, metric, higher_is_better, [c.key for c in columns], rows, note, top, study, study_facts)
     rel = Path(os.path.relpath(out_dir, report_md.parent))
@@ -81,7 +82,7 @@ def sweep_report(
     write_text(report_md, "\n".join(md) + "\n")
     result = _summary(ranking, metric, [c.key for c in columns], rows, figures, out_dir, report_md, study, study_facts)
     # the summary the pipeline's HTML report reads (its `report` stage depends on out_dir)
-    write_json(out_dir / "summary.json", json.loads(json.dumps(result, default=_plain)))
+    write_json(out_dir / SWEEP_SUMMARY.name, json.loads(json.dumps(result, default=_plain)))
     return result
 
 

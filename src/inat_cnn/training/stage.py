@@ -11,11 +11,9 @@ from typing import Any, Callable
 
 from ..core.config import LoggingConfig, from_dict
 from ..core.errors import fields_named
-from ..core.outputs import ModelFiles
+from ..core.outputs import PREPARED, ModelFiles
 from ..core.stage_runner import seed_param
 from ..models.registry import model_entry
-
-PREPARED = Path("data/prepared")
 
 
 def train_stage(name: str, params: dict[str, Any], script: str, root: Path = Path("."),
