@@ -96,6 +96,7 @@ def test_full_repro_writes_every_result_and_its_plots_render(reproduced: tuple[P
                     "Comparison", "Calibration", "Provenance"):
         assert heading in page, heading
     assert "inat-cnn sweep run" in page  # no sweep yet: the page says how to run one
+    assert f"Chosen by validation accuracy: {compared['best_by_val_accuracy']} (" in page  # compare's choice, not re-made
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing to fetch
     assert page.count("<img ") == page.count('src="data:image/')
     calibration = page[page.index('<section id="calibration">'):]

@@ -91,9 +91,9 @@ def sweep_observations(summary: dict[str, Any]) -> list[str]:
     return facts
 
 
-def comparison_observations(records: dict[str, dict[str, Any]]) -> list[str]:
-    """Which model validation chose, and what it costs against the others."""
-    chosen = max(records, key=lambda n: records[n]["train"]["best_val_acc"])
+def comparison_observations(records: dict[str, dict[str, Any]], chosen_label: str) -> list[str]:
+    """Which model validation chose (the compare stage's choice, by its label), and what it costs against the others."""
+    chosen = next(n for n, r in records.items() if r["model"]["label"] == chosen_label)
     c = records[chosen]
     facts = [f"Chosen by validation accuracy: {c['model']['label']} ({_pct(c['train']['best_val_acc'])} validation, "
              f"{_pct(c['evaluate']['accuracy'])} test)."]

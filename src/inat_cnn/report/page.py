@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 
 from ..core.config import ReportConfig, ScratchModelConfig
-from ..core.outputs import COMPARE_PLOTS, PREPARED, SWEEP_PLOTS
+from ..core.outputs import COMPARE_PLOTS, PREPARED, SWEEP_PLOTS, details_path
 from ..data.prepared import open_prepared
-from ..evaluation.compare import model_summary, table_rows
+from ..evaluation.compare import model_summary, read_json, table_rows
 from ..models.size import (
     CLOSED_FORM_SYMBOLS, FLOP_CONVENTION, FLOPS_FORMULA, PARAMS_FORMULA, closed_form_flops, closed_form_params,
 )
@@ -95,6 +95,7 @@ def report_context(
     records = {name: model_record(sources, name) for name in sources.models}
     summaries = [model_summary(sources.model_files(name)) for name in sources.models]
     sweep = sweep_summary(sources)
+    compared = read_json(details_path("compare", sources.root))  # the compare stage chose on validation accuracy
     return {
         "data": {**counts, "samples": data_uri(figures.sample_images(train, cfg.samples_per_class)),
                  "observations": observations.data_observations(counts)},
@@ -108,7 +109,7 @@ def report_context(
             "models": [s.name for s in summaries],
             "rows": [{"label": label, "cells": cells} for label, cells in table_rows(summaries)],
             "figures": _figures(sources.path(COMPARE_PLOTS), COMPARE_FIGURES),
-            "observations": observations.comparison_observations(records),
+            "observations": observations.comparison_observations(records, compared["best_by_val_accuracy"]),
         },
         "provenance": {**git_commit(sources.root), "outputs": lock_outputs(lock_file),
                        "params": yaml.safe_dump(params, sort_keys=False, allow_unicode=True)},
