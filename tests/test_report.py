@@ -12,8 +12,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from inat_cnn.core.config import ReportConfig, from_dict
-from inat_cnn.core.errors import ConfigError
-from inat_cnn.report.observations import confused_pairs, model_observations, sweep_observations
+from inat_cnn.core.errors import ConfigError, UserError
+from inat_cnn.report.observations import comparison_observations, confused_pairs, model_observations, sweep_observations
 from inat_cnn.report.page import PHOTO_PNG_BYTES, data_uri
 from inat_cnn.viz.canvas import png_bytes
 
@@ -53,6 +53,20 @@ def _png(noise: bool) -> bytes:
     ax = fig.add_subplot()
     ax.imshow(np.random.default_rng(0).random((300, 300, 3)) if noise else np.zeros((4, 4)))
     return png_bytes(fig)
+
+
+def test_the_comparison_names_the_compare_stages_choice_and_refuses_a_stale_one():
+    def record(label: str, val: float, test: float, params: int) -> dict:
+        return {"model": {"label": label, "trainable_params": params, "flops_per_image": params}, "train": {"best_val_acc": val},
+                "evaluate": {"accuracy": test}, "timing": {"train_seconds": 1.0}}
+
+    records = {"scratch": record("scratch CNN", 0.6, 0.5, 1), "finetune": record("lite0", 0.9, 0.8, 4)}
+    facts = comparison_observations(records, "lite0")
+    assert facts[0] == "Chosen by validation accuracy: lite0 (90.0 % validation, 80.0 % test)."
+    assert facts[1].startswith("Against scratch CNN: +30.0 test points with 4.0× the trainable parameters")
+    with pytest.raises(UserError, match=r"compare.json chose 'resnet', none of the report's models \(scratch, finetune\); "
+                                        r"run the compare stage"):
+        comparison_observations(records, "resnet")
 
 
 def test_photographs_are_embedded_as_jpeg_and_line_art_stays_png():

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ..core.errors import UserError
+
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
@@ -93,7 +95,10 @@ def sweep_observations(summary: dict[str, Any]) -> list[str]:
 
 def comparison_observations(records: dict[str, dict[str, Any]], chosen_label: str) -> list[str]:
     """Which model validation chose (the compare stage's choice, by its label), and what it costs against the others."""
-    chosen = next(n for n, r in records.items() if r["model"]["label"] == chosen_label)
+    chosen = next((n for n, r in records.items() if r["model"]["label"] == chosen_label), None)
+    if chosen is None:  # compare ran on other models than the report's: its files are stale
+        raise UserError(f"metrics/details/compare.json chose {chosen_label!r}, none of the report's models "
+                        f"({', '.join(records)}); run the compare stage on the same models (dvc repro compare)")
     c = records[chosen]
     facts = [f"Chosen by validation accuracy: {c['model']['label']} ({_pct(c['train']['best_val_acc'])} validation, "
              f"{_pct(c['evaluate']['accuracy'])} test)."]
