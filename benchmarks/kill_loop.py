@@ -1,7 +1,7 @@
 """Kill `dvc repro` at random points on a zip source; after each kill, a plain `dvc repro` must end
 with the uninterrupted run's results and leave no ``*.tmp`` anywhere in the project.
 
-    python benchmarks/kill_loop.py [--kills 10] [--seed 0] [--within S] [--work DIR]
+    python benchmarks/kill_loop.py [--kills 10] [--seed 0] [--within S] [--work DIR | --keep]
 
 A throw-away copy of the project (tests/conftest.py's ``copy_project``, the tests' tiny params) reads
 a small iNaturalist-layout zip. One uninterrupted ``dvc repro`` is the reference. Then, ``--kills``
@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,10 +97,24 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10, help="killed runs, each followed by a recovery (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments (default: %(default)s)")
     parser.add_argument("--within", type=float, help="kill within this many seconds of the start (default: the whole run)")
-    parser.add_argument("--work", type=Path, help="a folder for the copies (default: a new temp folder)")
+    parser.add_argument("--work", type=Path, help="a folder for the copies, kept (default: a temp folder, deleted unless a kill failed)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (its path is printed)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="inat_cnn_kill_loop."))
     work.mkdir(parents=True, exist_ok=True)
+    failures = None
+    try:
+        failures = kill_loop(work, args.kills, args.seed, args.within)
+    finally:
+        if args.work or args.keep or failures != 0:  # a failed (or interrupted) loop's copies are kept to look at
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    sys.exit(1 if failures else 0)
+
+
+def kill_loop(work: Path, kills: int, seed: int, within: float | None) -> int:
+    """The reference run, then ``kills`` killed runs each followed by a recovery, in ``work``; the failed recoveries."""
     source = work / "photos.zip"
     with zipfile.ZipFile(source, "w") as archive:
         for rel, data in inat_files(("Aves", "Fungi", "Insecta"), n_train=10, n_val=3, prefix="nature/").items():
@@ -114,10 +129,10 @@ def main() -> None:
 
     repo = make_project(work / "killed", source)
     run(["dvc", "repro"], repo)
-    rng = random.Random(args.seed)
+    rng = random.Random(seed)
     failures = 0
-    for i in range(1, args.kills + 1):
-        after_s = rng.uniform(0.5, args.within or full_s)
+    for i in range(1, kills + 1):
+        after_s = rng.uniform(0.5, within or full_s)
         stage = killed_repro(repo, after_s, work / f"kill_{i}.log")
         left_by_kill = temps(repo)
         recovery = run(["dvc", "repro"], repo, check=False)
@@ -131,11 +146,9 @@ def main() -> None:
               f"*.tmp after: {left or 'none'} -> {'ok' if ok else 'FAILED'}", flush=True)
         if recovery.returncode:
             print(recovery.stdout[-2000:], recovery.stderr[-2000:])
-    print(f"{args.kills - failures} of {args.kills} kills recovered to the uninterrupted results with no temp left "
-          f"(wall-clock outputs not compared: {TIMED.pattern}; {SECONDS_KEY.pattern} keys left out of JSON metrics); "
-          f"work folder: {work}")
-    sys.exit(1 if failures else 0)
-
+    print(f"{kills - failures} of {kills} kills recovered to the uninterrupted results with no temp left "
+          f"(wall-clock outputs not compared: {TIMED.pattern}; {SECONDS_KEY.pattern} keys left out of JSON metrics)")
+    return failures
 
 if __name__ == "__main__":
     main()
