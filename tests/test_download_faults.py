@@ -171,7 +171,7 @@ def test_disk_full_while_extracting_is_a_clear_error_and_keeps_the_archive(
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw/old.txt").write_text("the previous dataset")
     with monkeypatch.context() as patch, pytest.raises(
-        UserError, match=rf"building \S+raw failed: No space left on device \(\S+\.jpg\); \S+raw was left as it was"
+        UserError, match=r"building \S+raw failed: No space left on device \(\S+\.jpg\); \S+raw was left as it was"
     ):
         patch.setattr(shutil, "copyfileobj", copy_until_full)
         build(nature_cfg(server), tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import PLAIN_RECIPE, cli, params_with, train_config
-from test_train import SMALL_SIZE, prepare, synthetic_raw  # noqa: F401  (fixture)
+from test_train import prepare, synthetic_raw  # noqa: F401  (fixture)
 
 from inat_cnn.core.errors import FieldError
 from inat_cnn.training.lr_find import lr_range_test
