@@ -156,3 +156,19 @@ def test_dvc_yaml_declares_the_paths_the_code_writes():
     assert _declared("compare") == posix([o.COMPARE_MD, o.COMPARE_PLOTS, o.details_path("compare")])
     assert _declared("report") == posix([o.REPORT_HTML])
     assert o.SWEEP_PLOTS.as_posix() in STAGES["report"]["deps"]  # the page shows the last sweep report
+
+
+def test_dvc_yaml_plots_draw_the_files_each_model_writes():
+    """`dvc plots show/diff` reads dvclive's curves, the confusion data and the figure folders where
+    core/outputs.py says they are: a plot names its files in ``y``, or is a file or folder itself."""
+    from inat_cnn.core.outputs import COMPARE_PLOTS, ModelFiles
+    from inat_cnn.models.registry import REGISTRY
+
+    plots = [entry for plot in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] for entry in plot.items()]
+    drawn = {path for name, spec in plots for path in (spec.get("y") or {name})}
+    written = {COMPARE_PLOTS.as_posix()}
+    for name in REGISTRY:
+        files = ModelFiles(name)
+        written |= {files.curve(split, metric).as_posix() for split in ("train", "val") for metric in ("acc", "loss")}
+        written |= {files.test_confusion.as_posix(), files.figures.as_posix()}
+    assert drawn == written
