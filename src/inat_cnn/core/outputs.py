@@ -74,7 +74,7 @@ class ModelFiles:
     @property
     def ranking_metric(self) -> str:
         """``metrics/train_<name>.json:<name>_val_acc`` (FILE:KEY): what sweeps rank this model's runs by."""
-        return f"{self.train_metrics.as_posix()}:{self.name}_val_acc"
+        return f"{self.train_metrics.as_posix()}:{val_acc_key(self.name)}"
 
     @property
     def test_metrics(self) -> Path:
@@ -121,12 +121,17 @@ class ModelFiles:
         return [self.figures, self.test_live, self.details("evaluate"), self.test_metrics]
 
 
+def val_acc_key(name: str) -> str:
+    """``<name>_val_acc``: model ``name``'s leaderboard key for the best epoch's validation accuracy."""
+    return f"{name}_val_acc"
+
+
 def train_headline(name: str, fit: dict[str, Any], timing: dict[str, Any], params: int) -> dict[str, Any]:
     """``metrics/train_<name>.json``. Keys carry the model's name: ``dvc exp show`` heads a column with
     the bare key only where no other metrics file has it, so ``scratch_val_acc``, not
     ``metrics/train_scratch.json:best_val_acc``. ``<name>_val_acc`` is the best epoch's (the
     checkpoint's) validation accuracy, what sweeps rank by, kept exact."""
-    row = {f"{name}_val_acc": fit["best_val_acc"], f"{name}_epochs": fit["epochs_run"],
+    row = {val_acc_key(name): fit["best_val_acc"], f"{name}_epochs": fit["epochs_run"],
            f"{name}_secs": round(timing["train_seconds"], 1), f"{name}_params": params}
     if fit.get("pruned_after_epoch") is not None:  # only a sweep's pruned trial has this column
         row[f"{name}_pruned_at"] = fit["pruned_after_epoch"]

@@ -49,7 +49,7 @@ def _first_activation(model: nn.Module) -> nn.Module:
 
 
 def _prediction_figures(run: TestRun, grid_cols: int, plots_dir: Path) -> None:
-    """confusion_matrix.png, predictions_grid.png and reliability.png (the after panel only where T was fitted)."""
+    """The confusion matrix, the predictions grid and the reliability diagram (its after panel only where T was fitted)."""
     names, labels, probs, temperature = run.names, run.labels, run.probs, run.temperature
     preds = probs.argmax(1)
     confusion_matrix_png(confusion(labels, preds, len(names)), names, plots_dir / CONFUSION_PNG,
@@ -67,7 +67,7 @@ def _prediction_figures(run: TestRun, grid_cols: int, plots_dir: Path) -> None:
 
 
 def _model_figures(run: TestRun, cfg: EvaluateConfig, plots_dir: Path) -> None:
-    """filters.png, feature_maps.png and guided_backprop.png of test image ``cfg.sample_index``."""
+    """The first conv's filters, its feature maps and guided back-propagation of test image ``cfg.sample_index``."""
     model, pre, test = run.model, run.preprocessing, run.test
     image = BatchTransform(pre, augment=False)(torch.from_numpy(test.image(cfg.sample_index))[None])[0]
     shown = (image * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]).clamp(0, 1)
