@@ -64,7 +64,7 @@ def test_the_comparison_names_the_compare_stages_choice_and_refuses_a_stale_one(
     facts = comparison_observations(records, "lite0")
     assert facts[0] == "Chosen by validation accuracy: lite0 (90.0 % validation, 80.0 % test)."
     assert facts[1].startswith("Against scratch CNN: +30.0 test points with 4.0× the trainable parameters")
-    with pytest.raises(UserError, match=r"compare.json chose 'resnet', none of the report's models \(scratch, finetune\); "
+    with pytest.raises(UserError, match=r"compare.json chose 'resnet', none of the report's models \('scratch CNN', 'lite0'\); "
                                         r"run the compare stage"):
         comparison_observations(records, "resnet")
 

@@ -98,8 +98,9 @@ def comparison_observations(records: dict[str, dict[str, Any]], chosen_label: st
     """Which model validation chose (the compare stage's choice, by its label), and what it costs against the others."""
     chosen = next((n for n, r in records.items() if r["model"]["label"] == chosen_label), None)
     if chosen is None:  # compare ran on other models than the report's: its files are stale
-        raise UserError(f"{details_path('compare')} chose {chosen_label!r}, none of the report's models "
-                        f"({', '.join(records)}); run the compare stage on the same models (dvc repro compare)")
+        labels = ", ".join(repr(r["model"]["label"]) for r in records.values())
+        raise UserError(f"{details_path('compare')} chose {chosen_label!r}, none of the report's models ({labels}); "
+                        "run the compare stage on the same models (dvc repro compare)")
     c = records[chosen]
     facts = [f"Chosen by validation accuracy: {c['model']['label']} ({_pct(c['train']['best_val_acc'])} validation, "
              f"{_pct(c['evaluate']['accuracy'])} test)."]

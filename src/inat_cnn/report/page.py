@@ -14,16 +14,16 @@ from typing import Any
 import yaml
 
 from ..core.config import ReportConfig, ScratchModelConfig
-from ..core.outputs import COMPARE_PLOTS, PREPARED, SWEEP_PLOTS, details_path
+from ..core.outputs import COMPARE_PLOTS, PREPARED, SWEEP_PLOTS
 from ..data.prepared import open_prepared
-from ..evaluation.compare import model_summary, read_json, table_rows
+from ..evaluation.compare import model_summary, table_rows
 from ..models.size import (
     CLOSED_FORM_SYMBOLS, FLOP_CONVENTION, FLOPS_FORMULA, PARAMS_FORMULA, closed_form_flops, closed_form_params,
 )
 from . import figures, observations
 from .sources import (
-    CALIBRATION_FIGURE, COMPARE_FIGURES, MODEL_FIGURES, SWEEP_FIGURES, ReportSources, data_counts, git_commit,
-    lock_outputs, model_record, sweep_summary,
+    CALIBRATION_FIGURE, COMPARE_FIGURES, MODEL_FIGURES, SWEEP_FIGURES, ReportSources, compare_choice, data_counts,
+    git_commit, lock_outputs, model_record, sweep_summary,
 )
 
 SWEEP_COMMAND = "inat-cnn sweep run sweeps/scratch.yaml --trials 8 --jobs 2 && dvc repro report"
@@ -95,7 +95,6 @@ def report_context(
     records = {name: model_record(sources, name) for name in sources.models}
     summaries = [model_summary(sources.model_files(name)) for name in sources.models]
     sweep = sweep_summary(sources)
-    compared = read_json(details_path("compare", sources.root))  # the compare stage chose on validation accuracy
     return {
         "data": {**counts, "samples": data_uri(figures.sample_images(train, cfg.samples_per_class)),
                  "observations": observations.data_observations(counts)},
@@ -109,7 +108,7 @@ def report_context(
             "models": [s.name for s in summaries],
             "rows": [{"label": label, "cells": cells} for label, cells in table_rows(summaries)],
             "figures": _figures(sources.path(COMPARE_PLOTS), COMPARE_FIGURES),
-            "observations": observations.comparison_observations(records, compared["best_by_val_accuracy"]),
+            "observations": observations.comparison_observations(records, compare_choice(sources)),
         },
         "provenance": {**git_commit(sources.root), "outputs": lock_outputs(lock_file),
                        "params": yaml.safe_dump(params, sort_keys=False, allow_unicode=True)},

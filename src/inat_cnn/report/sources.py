@@ -72,6 +72,11 @@ def data_counts(sources: ReportSources) -> dict[str, Any]:
     return {"classes": classes, "rows": rows, "totals": totals, "val_fraction": split["val_fraction"], "seed": split["seed"]}
 
 
+def compare_choice(sources: ReportSources) -> str:
+    """The label of the model the compare stage chose by validation accuracy (metrics/details/compare.json)."""
+    return read_json(details_path("compare", sources.root))["best_by_val_accuracy"]
+
+
 def model_record(sources: ReportSources, name: str) -> dict[str, Any]:
     """One model's details (model, train, timing, evaluate), its test confusion pairs and its curves."""
     files = sources.model_files(name)

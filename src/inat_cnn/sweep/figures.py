@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from ..core.outputs import IMPORTANCE_PNG, METRIC_VS_CREATED_PNG, PARALLEL_COORDINATES_PNG, TRIAL_CURVES_PNG
-
 from .importance import Column, hashable, value_label
 from .metric import metric_label
 from .ranking import Ranking
