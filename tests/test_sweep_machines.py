@@ -74,7 +74,6 @@ def test_a_resumed_study_keeps_the_pruner_that_judged_its_trials(tmp_path):
 # ------------------------------------------------------------------------------- stale trials
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_running_entry_without_a_process_is_lost_after_a_grace_even_with_no_worker_left():
     """A worker that has just taken an entry may not have started its experiment (or its process file may
     say stopped, see NO_WORKER_GRACE_S): queueing it again at once would run a live trial twice."""
@@ -83,6 +82,7 @@ def test_a_running_entry_without_a_process_is_lost_after_a_grace_even_with_no_wo
     assert not lost(LOST_AFTER_S - 0.1, workers=True) and lost(LOST_AFTER_S, workers=True)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_trial_whose_driver_stopped_beating_is_failed_and_its_configuration_asked_again(tmp_path, capsys):
     sweep = load_sweep(sweep_file(tmp_path, "  train.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n"))
     url = f"sqlite:///{tmp_path}/s.db"
