@@ -150,5 +150,6 @@ def kill_loop(work: Path, kills: int, seed: int, within: float | None) -> int:
           f"(wall-clock outputs not compared: {TIMED.pattern}; {SECONDS_KEY.pattern} keys left out of JSON metrics)")
     return failures
 
+
 if __name__ == "__main__":
     main()
